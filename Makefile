@@ -1,0 +1,29 @@
+# Set-up and the two everyday commands: `make demo` and `make test` (see README.md).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch goes in first and is pinned, so nothing pulls the multi-GB CUDA build.
+# On a GPU machine: make install TORCH=torch==2.13.0 EXTRAS=test,gpu
+TORCH ?= torch==2.13.0
+EXTRAS ?= test
+
+.PHONY: install demo test clean-demo
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install "$(TORCH)"
+	echo "$(TORCH)" > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install --constraint $(VENV)/constraints.txt -e ".[$(EXTRAS)]"
+	$(BIN)/python -c "import torch, ray, transformers, ctranslate2, faiss; print('torch', torch.__version__, '| ray', ray.__version__, '| transformers', transformers.__version__)"
+	touch $@
+
+demo: install
+	$(BIN)/python jobs/pipeline.py --config configs/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+clean-demo:
+	rm -rf runs/demo

@@ -1,0 +1,111 @@
+"""Shared fixtures: tiny real models built once per session, a local Ray, demo configs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "data" / "demo"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def demo_texts() -> list[str]:
+    """Every passage, title and question of the bundled demo data (tokenizer training text)."""
+    from xqg.models.resolve import read_text_files
+
+    files = [str(DEMO / n) for n in ("passages.jsonl", "train.jsonl", "dev.jsonl")]
+    return list(read_text_files([f for f in files if Path(f).exists()]))
+
+
+@pytest.fixture(scope="session")
+def tiny_mt5_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny randomly initialised mT5 + SentencePiece tokenizer trained on the demo text."""
+    from xqg.config import ScratchModel
+    from xqg.models.tiny import build_scratch
+
+    out = tmp_path_factory.mktemp("models") / "tiny-mt5"
+    return str(build_scratch(ScratchModel(scratch="mt5", vocab_size=2000), demo_texts(), out))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny randomly initialised BERT + WordPiece tokenizer trained on the demo text."""
+    from xqg.config import ScratchModel
+    from xqg.models.tiny import build_scratch
+
+    out = tmp_path_factory.mktemp("models") / "tiny-bert"
+    return str(build_scratch(ScratchModel(scratch="bert", vocab_size=2000), demo_texts(), out))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session (2 CPUs, like the CI machine)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}},
+        )
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """Write rows as JSON lines (UTF-8)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture
+def demo_overrides(tmp_path: Path) -> list[str]:
+    """--set overrides that point the demo config at a fresh run directory."""
+    return [f"run_dir={tmp_path / 'run'}"]
+
+
+@pytest.fixture(scope="session")
+def demo_passage_rows() -> list[dict]:
+    """The demo corpus rows {docid, title, text}, in file order."""
+    with (DEMO / "passages.jsonl").open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def make_corpus_run(tmp_path_factory: pytest.TempPathFactory):
+    """Build an ingested-looking run: corpus shards written with RunDir.write_table plus ingest markers.
+
+    make(rows, num_shards=2, run_dir=None) -> RunDir; rows {docid, title, text} are split into contiguous
+    shards; without run_dir a fresh temporary folder is used.
+    """
+    import pyarrow as pa
+
+    from xqg.rundir import RunDir, shard_name
+
+    def make(rows: list[dict], num_shards: int = 2, run_dir: Path | str | None = None) -> RunDir:
+        run = RunDir(str(run_dir or tmp_path_factory.mktemp("corpus-run") / "run"))
+        for s in range(num_shards):
+            part = rows[s * len(rows) // num_shards:(s + 1) * len(rows) // num_shards]
+            table = pa.table(
+                {k: [r.get(k) for r in part] for k in ("docid", "title", "text")},
+                schema=pa.schema([("docid", pa.string()), ("title", pa.string()), ("text", pa.string())]),
+            )
+            run.write_table(f"corpus/{shard_name(s)}/part-00000.parquet", table)
+            run.mark_done("ingest", shard_name(s), rows_out=len(part))
+        return run
+
+    return make

@@ -1,0 +1,52 @@
+"""RunDir on a local path and on a non-local (fsspec memory://) filesystem."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from xqg.rundir import RunDir, parse_shard, shard_name
+
+
+@pytest.fixture(params=["local", "memory"])
+def run(request: pytest.FixtureRequest, tmp_path: Path) -> RunDir:
+    if request.param == "local":
+        return RunDir(str(tmp_path / "run"))
+    return RunDir(f"memory://xqg-test-{os.getpid()}-{id(tmp_path)}")
+
+
+def test_tables_markers_rejects(run: RunDir) -> None:
+    run.write_table("corpus/shard=00001/part-00000.parquet", pa.table({"docid": ["a", "b"]}))
+    run.write_table("corpus/shard=00001/part-00001.parquet", pa.table({"docid": ["c"]}))
+    assert run.count_rows("corpus/shard=00001") == 3
+    assert run.read_dir("corpus/shard=00001").column("docid").to_pylist() == ["a", "b", "c"]
+    assert not run.is_done("ingest", "shard=00001")
+    run.mark_done("ingest", "shard=00001", rows_out=3)
+    run.mark_done("generate", "lang=ar/shard=00001", rows_out=3)
+    assert run.done_units("generate") == {"lang=ar/shard=00001"}
+    assert run.corpus_shards() == [1] and run.corpus_shard_rows(1) == 3
+    assert run.write_rejects("ingest", "shard=00001", [{"key": "x", "reason": "empty text", "raw": ""}]) == 1
+    rej = run.read_rejects("ingest")
+    assert rej.num_rows == 1 and rej.column("reason").to_pylist() == ["empty text"]
+    assert run.read_rejects("generate").num_rows == 0
+    run.remove("corpus")
+    assert not run.exists("corpus")
+
+
+def test_publish_and_local_copy_of_a_model_folder(run: RunDir, tmp_path: Path) -> None:
+    src = tmp_path / "model"
+    (src / "sub").mkdir(parents=True)
+    (src / "config.json").write_text("{}")
+    (src / "sub" / "w.bin").write_bytes(b"123")
+    run.publish_dir(str(src), "models/qg")
+    local = Path(run.local_dir("models/qg", cache_root=str(tmp_path / "cache")))
+    assert (local / "config.json").read_text() == "{}" and (local / "sub" / "w.bin").read_bytes() == b"123"
+
+
+def test_shard_names() -> None:
+    assert shard_name(42) == "shard=00042" and parse_shard("shard=00042") == 42
+    with pytest.raises(ValueError):
+        parse_shard("lang=ar")

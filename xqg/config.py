@@ -1,0 +1,349 @@
+"""One typed config tree for a run; defaults follow Zhuang, Shou & Zuccon (SIGIR 2023)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from xqg.languages import PAPER_LANGUAGES, normalise_code
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not validate; the message names the key."""
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ScratchModel(Strict):
+    """A tiny model built from scratch offline: tokenizer trained on run text, random weights."""
+
+    scratch: Literal["mt5", "bert"]
+    vocab_size: int = Field(4000, ge=100)
+    d_model: int = Field(64, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    d_ff: int = Field(128, ge=8)
+    max_length: int = Field(512, ge=16)
+    tokenizer_texts: list[str] = Field(
+        default_factory=list,
+        description="Files to train the tokenizer on; empty = the run's corpus, query sets and training files.",
+    )
+    seed: int = 0
+
+    def fingerprint(self) -> str:
+        """Short stable hash naming the built model folder."""
+        blob = json.dumps(self.model_dump(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+ModelRef = str | ScratchModel
+
+
+class CorpusConfig(Strict):
+    """The passage collection to ingest."""
+
+    path: str | None = None
+    format: Literal["auto", "dpr_tsv", "jsonl", "parquet", "xquad"] = "auto"
+    num_shards: int = Field(16, ge=1, le=99999)
+
+
+class QuerySetConfig(Strict):
+    """An evaluation query set (XOR-TyDi JSONL or an XQuAD folder)."""
+
+    name: str
+    path: str
+    format: Literal["xor_tydi", "xquad"] = "xor_tydi"
+    languages: list[str] | None = Field(None, description="XQuAD: question languages to read; XOR: keep only these.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_part(cls, v: str) -> str:
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError(f"query set name {v!r} must be a plain folder name")
+        return v
+
+    @field_validator("languages")
+    @classmethod
+    def _languages_known(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [normalise_code(c) for c in v]
+
+
+class TrainQGConfig(Strict):
+    """Fine-tuning the cross-lingual query generator (mT5) on passage -> question pairs."""
+
+    model: ModelRef = "google/mt5-base"
+    train_files: list[str] = Field(default_factory=list)
+    languages: list[str] | None = Field(None, description="Target languages to train on; None = the run's languages.")
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1, description="Global batch size (split across workers).")
+    lr: float = Field(1e-4, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    max_input_len: int = Field(512, ge=8)
+    max_target_len: int = Field(64, ge=4)
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool | None = Field(None, description="None = use GPUs when the cluster has them.")
+    checkpoint_every_steps: int = Field(500, ge=1)
+    max_failures: int = Field(2, ge=0)
+    trust_remote_code: bool = False
+    seed: int = 42
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="GPU autocast; auto = bf16 where supported, else fp32 (mT5 overflows in fp16). CPU: fp32."
+    )
+    log_every_steps: int = Field(10, ge=1)
+    fail_at_step: int | None = Field(None, ge=1, description="Testing only: one worker process dies once at this step.")
+
+
+class GenerateConfig(Strict):
+    """Sampling n queries per passage per language."""
+
+    model: ModelRef | None = Field(None, description="None = the run's trained generator <run>/models/qg.")
+    backend: Literal["hf", "ctranslate2", "vllm"] = "ctranslate2"
+    num_queries: int = Field(5, ge=1)
+    top_k: int = Field(10, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(64, ge=1)
+    max_input_len: int = Field(512, ge=8)
+    template: str = "Generate a {language} question for this passage: {title} {text}"
+    batch_size: int = Field(32, ge=1)
+    concurrency: int | None = Field(None, ge=1, description="Actors; None = one per GPU, else per CPU.")
+    compute_type: str = Field("auto", description="CTranslate2 / torch compute type: auto, int8, float16, bfloat16, float32.")
+    seed: int = 42
+    trust_remote_code: bool = False
+
+    @field_validator("template")
+    @classmethod
+    def _template_fields(cls, v: str) -> str:
+        for key in ("{language}", "{text}"):
+            if key not in v:
+                raise ValueError(f"template must contain {key}")
+        return v
+
+
+class XQGPairsConfig(Strict):
+    """Generated (query, passage) pairs added to bi-encoder training (beyond the paper)."""
+
+    enabled: bool = False
+    ratio: float = Field(0.5, gt=0, description="Generated pairs per original training example.")
+    languages: list[str] | None = None
+
+
+class TrainDRConfig(Strict):
+    """Contrastive fine-tuning of the bi-encoder (Tevatron's recipe, as in the paper)."""
+
+    model: ModelRef = "bert-base-multilingual-cased"
+    train_files: list[str] = Field(default_factory=list)
+    train_n_passages: int = Field(8, ge=1, description="1 positive + (n-1) hard negatives per query.")
+    batch_size: int = Field(128, ge=1, description="Global batch of queries (split across workers).")
+    lr: float = Field(1e-5, gt=0)
+    epochs: int = Field(40, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+    pooling: Literal["cls", "mean"] = "cls"
+    shared_encoder: bool = True
+    gather_negatives: bool = False
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool | None = None
+    checkpoint_every_steps: int = Field(500, ge=1)
+    max_failures: int = Field(2, ge=0)
+    seed: int = 42
+    xqg_pairs: XQGPairsConfig = Field(default_factory=XQGPairsConfig)
+    trust_remote_code: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="GPU autocast; auto = bf16 where supported, else fp16. CPU: fp32."
+    )
+    log_every_steps: int = Field(10, ge=1)
+    fail_at_step: int | None = Field(None, ge=1, description="Testing only: one worker process dies once at this step.")
+
+
+class EncodeConfig(Strict):
+    """Encoding passages, generated queries and evaluation queries."""
+
+    model: ModelRef | None = Field(None, description="None = the run's trained bi-encoder <run>/models/dr.")
+    pooling: Literal["cls", "mean"] | None = Field(None, description="None = as the bi-encoder was trained.")
+    batch_size: int = Field(128, ge=1)
+    concurrency: int | None = Field(None, ge=1)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    passage_format: Literal["title_text_pair", "title_text_concat", "text"] | None = Field(
+        None, description="None = as the bi-encoder was trained (models/dr/xqg_dr.json), else title_text_pair."
+    )
+    num_queries: int | None = Field(
+        None, ge=1, description="Generated target: only the first k queries of each list, into embeddings/generated-k{k}/."
+    )
+    torch_threads: int | None = Field(None, ge=1, description="CPU actors: torch threads each; None = Ray's CPU share.")
+    chunk_size: int = Field(16_384, ge=1, description="Texts tokenized and length-sorted together inside an actor.")
+
+
+class FuseConfig(Strict):
+    """e'(p) = (1 - alpha) e(p) + alpha * sum_q e(q)."""
+
+    name: str = "xqg"
+    alpha: float = Field(0.01, ge=0, le=1)
+    languages: list[str] | None = Field(None, description="None = every generated language.")
+    num_queries: int | None = Field(None, ge=1, description="Use the first k queries of each list; None = all.")
+    reduce: Literal["sum", "mean"] = "sum"
+
+
+class IndexConfig(Strict):
+    """FAISS index over passage or fused embeddings."""
+
+    type: Literal["flat", "ivfpq", "hnsw"] = "flat"
+    shard_size: int = Field(2_000_000, ge=1)
+    nlist: int = Field(4096, ge=1)
+    pq_m: int = Field(64, ge=1)
+    pq_nbits: int = Field(8, ge=1, le=16)
+    train_sample: int = Field(262_144, ge=1)
+    hnsw_m: int = Field(32, ge=2)
+    nprobe: int = Field(64, ge=1)
+    ef_search: int = Field(128, ge=1)
+    use_gpu: bool | None = None
+
+
+class SearchConfig(Strict):
+    """Top-k search of a query set against an index."""
+
+    depth: int = Field(100, ge=1)
+    query_set: str | None = Field(None, description="None = the first query set.")
+    batch_size: int = Field(1024, ge=1)
+
+
+class EvaluateConfig(Strict):
+    """Scoring runs: R@kt as XOR-TyDi, IR metrics when qrels exist, significance."""
+
+    kt: list[int] = Field(default_factory=lambda: [2, 5])
+    include_title: bool = False
+    ir_ks: list[int] = Field(default_factory=lambda: [10, 100])
+    permutations: int = Field(10_000, ge=100)
+    seed: int = 0
+
+
+class RayConfig(Strict):
+    """Connection options; RAY_ADDRESS in the environment wins over address."""
+
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1, description="Only for a local Ray started by the job.")
+
+
+class Config(Strict):
+    """A whole run."""
+
+    run_dir: str = "runs/default"
+    languages: list[str] = Field(default_factory=lambda: list(PAPER_LANGUAGES))
+    q_max_len: int = Field(32, ge=4)
+    p_max_len: int = Field(128, ge=8)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    queries: list[QuerySetConfig] = Field(default_factory=list)
+    train_qg: TrainQGConfig = Field(default_factory=TrainQGConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    train_dr: TrainDRConfig = Field(default_factory=TrainDRConfig)
+    encode: EncodeConfig = Field(default_factory=EncodeConfig)
+    fuse: FuseConfig = Field(default_factory=FuseConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("languages")
+    @classmethod
+    def _languages_known(cls, v: list[str]) -> list[str]:
+        codes = [normalise_code(c) for c in v]
+        if not codes:
+            raise ValueError("at least one language is needed")
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"duplicate language codes in {v}")
+        return codes
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        names = [q.name for q in self.queries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"query set names must be unique, got {names}")
+        if self.generate.backend == "vllm":
+            from xqg.generate.validate import check_vllm_model
+
+            check_vllm_model(self.generate.model, self.train_qg.model)
+        return self
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set tree[a][b][c] = value for 'a.b.c'; list items by index ('queries.0.path')."""
+    parts = dotted.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
+        try:
+            child = node[key]
+        except (KeyError, IndexError, TypeError):
+            child = None
+        if not isinstance(child, (dict, list)):
+            child = {}
+            node[key] = child
+        node = child
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'a.b=value' -> ('a.b', YAML-parsed value)."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    return key, yaml.safe_load(raw) if raw.strip() else None
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "str", "ScratchModel")))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {loc or '<root>'}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config, apply --set overrides, validate (relative paths are taken from the working directory)."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from e
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {path} is not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping at the top level")
+        tree = loaded
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_path(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None

@@ -1,0 +1,1 @@
+"""Model references: hub names, local folders and tiny from-scratch models built offline."""

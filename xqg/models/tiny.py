@@ -1,0 +1,153 @@
+"""Tiny real models built from scratch offline: a SentencePiece mT5 and a WordPiece BERT."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from xqg.config import ScratchModel
+
+
+def _write_lines(texts: Iterable[str], path: Path) -> tuple[int, int]:
+    """Write one normalised text per line; return (lines, distinct characters)."""
+    n, chars = 0, set()
+    with path.open("w", encoding="utf-8") as f:
+        for t in texts:
+            t = " ".join(str(t).split())
+            if t:
+                f.write(t + "\n")
+                chars.update(t)
+                n += 1
+    return n, len(chars)
+
+
+def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int) -> Path:
+    """Train a unigram SentencePiece model (T5 id layout: pad 0, eos 1, unk 2); return its .model path."""
+    import sentencepiece as spm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "text.txt"
+        lines, n_chars = _write_lines(texts, corpus)
+        if lines == 0:
+            raise ValueError("cannot train a tokenizer on no text")
+        # Every character needs an id of its own, whatever size was asked for.
+        vocab_size = max(vocab_size, n_chars + 3 + 32)
+        spm.SentencePieceTrainer.train(
+            input=str(corpus),
+            model_prefix=str(out / "spiece"),
+            model_type="unigram",
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,  # small samples cannot fill a large vocabulary
+            character_coverage=1.0,  # every character of the sample gets a piece (ja, ko, te ...); like mT5, no byte fallback
+            pad_id=0,
+            eos_id=1,
+            unk_id=2,
+            bos_id=-1,
+            num_threads=1,
+            minloglevel=2,
+        )
+    return out / "spiece.model"
+
+
+def build_mt5(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) -> Path:
+    """Build a tiny randomly initialised MT5ForConditionalGeneration + tokenizer, saved with save_pretrained."""
+    import sentencepiece as spm
+    import torch
+    from transformers import MT5Config, MT5ForConditionalGeneration, T5Tokenizer
+
+    out = Path(out_dir)
+    model_file = train_sentencepiece(texts, out / "_spm", spec.vocab_size)
+    from sentencepiece import sentencepiece_model_pb2
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model_file.read_bytes())
+    # The NFKC rules SentencePiece trained with must also run in the fast tokenizer (e.g. full-width ？ -> ?).
+    tokenizer = T5Tokenizer(
+        vocab=vocab,
+        extra_ids=0,
+        model_max_length=spec.max_length,
+        _spm_precompiled_charsmap=proto.normalizer_spec.precompiled_charsmap,
+    )
+    torch.manual_seed(spec.seed)
+    config = MT5Config(
+        vocab_size=len(tokenizer),
+        d_model=spec.d_model,
+        d_kv=max(spec.d_model // spec.num_heads, 4),
+        d_ff=spec.d_ff,
+        num_layers=spec.num_layers,
+        num_decoder_layers=spec.num_layers,
+        num_heads=spec.num_heads,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = MT5ForConditionalGeneration(config)
+    model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
+    _save(model, tokenizer, out)
+    return out
+
+
+def build_bert(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) -> Path:
+    """Build a tiny randomly initialised BertModel + WordPiece tokenizer, saved with save_pretrained."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = Path(out_dir)
+    (out / "_wordpiece").mkdir(parents=True, exist_ok=True)
+    # Cased and accent-preserving like mBERT; CJK characters split into single tokens.
+    wp = BertWordPieceTokenizer(lowercase=False, strip_accents=False, handle_chinese_chars=True)
+    wp.train_from_iterator(
+        (t for t in texts if t and str(t).strip()), vocab_size=spec.vocab_size, min_frequency=1, show_progress=False
+    )
+    wp.save_model(str(out / "_wordpiece"))
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(out / "_wordpiece" / "vocab.txt"),
+        do_lower_case=False,
+        strip_accents=False,
+        tokenize_chinese_chars=True,
+        model_max_length=spec.max_length,
+    )
+    torch.manual_seed(spec.seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.d_model,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        intermediate_size=spec.d_ff,
+        max_position_embeddings=spec.max_length,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = BertModel(config, add_pooling_layer=False)
+    _save(model, tokenizer, out)
+    return out
+
+
+def _save(model, tokenizer, out: Path) -> None:
+    """Save model and tokenizer into out atomically enough: a folder appears only when complete."""
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    for extra in ("_spm", "_wordpiece"):
+        src = out / extra
+        if src.exists():
+            src.rename(tmp / extra)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def build_scratch(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) -> Path:
+    """Build the from-scratch model a spec describes into out_dir."""
+    if spec.scratch == "mt5":
+        return build_mt5(spec, texts, out_dir)
+    return build_bert(spec, texts, out_dir)

@@ -1,0 +1,263 @@
+"""The run directory: the only contract between stages (local path or any pyarrow/fsspec URI)."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from xqg.config import Config
+
+REJECT_SCHEMA = pa.schema(
+    [("unit", pa.string()), ("key", pa.string()), ("reason", pa.string()), ("raw", pa.string())]
+)
+
+
+def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local path, a pyarrow URI (s3://, gs://, hdfs://) or any fsspec URI."""
+    if "://" not in uri:
+        local = pafs.LocalFileSystem()
+        import os
+
+        return local, os.path.abspath(uri)
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def shard_name(shard: int) -> str:
+    """The folder name of a shard: shard=00042."""
+    return f"shard={shard:05d}"
+
+
+def parse_shard(name: str) -> int:
+    """shard=00042 -> 42."""
+    if not name.startswith("shard="):
+        raise ValueError(f"not a shard folder: {name}")
+    return int(name.split("=", 1)[1])
+
+
+class RunDir:
+    """Paths, Parquet I/O, completion markers and rejects under one run directory."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.fs, self.root = filesystem_for(uri)
+
+    def path(self, *parts: str) -> str:
+        """A path under the run directory, as the filesystem wants it."""
+        return posixpath.join(self.root, *parts) if parts else self.root
+
+    def local_path(self, *parts: str) -> str:
+        """A path that plain open()/from_pretrained can use; only for local run directories."""
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            raise NotImplementedError(f"{self.uri} is not local; models must be staged locally")
+        return self.path(*parts)
+
+    @property
+    def is_local(self) -> bool:
+        """True when the run directory is on the local filesystem."""
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def local_dir(self, rel: str, cache_root: str | None = None) -> str:
+        """A local folder holding rel (e.g. a model): rel itself for a local run, else a cached download."""
+        if self.is_local:
+            return self.path(rel)
+        import hashlib
+        import os
+        import tempfile
+
+        key = hashlib.sha256(f"{self.uri}/{rel}".encode()).hexdigest()[:16]
+        local = os.path.join(cache_root or os.path.join(tempfile.gettempdir(), "xqg-cache"), key)
+        if not os.path.exists(os.path.join(local, ".complete")):
+            tmp = f"{local}.tmp-{os.getpid()}"
+            pafs.copy_files(self.path(rel), tmp, source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+            open(os.path.join(tmp, ".complete"), "w").close()
+            try:
+                os.rename(tmp, local)
+            except OSError:  # another process on this node finished the same download first
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+        return local
+
+    def publish_dir(self, local: str, rel: str) -> None:
+        """Copy a local folder into the run at rel (replacing it); nothing to do when it is already there."""
+        import os
+
+        if self.is_local and os.path.abspath(local) == self.path(rel):
+            return
+        self.remove(rel)
+        pafs.copy_files(local, self.path(rel), source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.fs)
+
+    # ---- filesystem ---------------------------------------------------------------
+    def exists(self, *parts: str) -> bool:
+        """True when the path exists."""
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def makedirs(self, *parts: str) -> str:
+        """Create a directory (and parents); return its path."""
+        p = self.path(*parts)
+        self.fs.create_dir(p, recursive=True)
+        return p
+
+    def remove(self, *parts: str) -> None:
+        """Remove a file or a directory tree if it exists."""
+        p = self.path(*parts)
+        info = self.fs.get_file_info(p)
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(p)
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(p)
+
+    def listdir(self, *parts: str) -> list[str]:
+        """Sorted names directly under a directory ([] when it does not exist)."""
+        p = self.path(*parts)
+        if self.fs.get_file_info(p).type != pafs.FileType.Directory:
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(p, recursive=False))
+        return sorted(posixpath.basename(i.path) for i in infos)
+
+    def write_text(self, rel: str, text: str) -> None:
+        """Write a small text file atomically where the filesystem allows (write then move)."""
+        final = self.path(rel)
+        self.fs.create_dir(posixpath.dirname(final), recursive=True)
+        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(text.encode("utf-8"))
+        self.fs.move(tmp, final)
+
+    def read_text(self, rel: str) -> str:
+        """Read a small text file."""
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read().decode("utf-8")
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        """Write JSON (sorted keys, UTF-8)."""
+        self.write_text(rel, json.dumps(obj, sort_keys=True, ensure_ascii=False, indent=1))
+
+    def read_json(self, rel: str) -> Any:
+        """Read JSON."""
+        return json.loads(self.read_text(rel))
+
+    # ---- parquet ------------------------------------------------------------------
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        """Write one Parquet file (parents created)."""
+        p = self.path(rel)
+        self.fs.create_dir(posixpath.dirname(p), recursive=True)
+        pq.write_table(table, p, filesystem=self.fs, compression="zstd")
+
+    def read_dir(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        """Read every Parquet file under a folder as one table (hive folders are not turned into columns)."""
+        files = self.parquet_files(rel)
+        if not files:
+            raise FileNotFoundError(f"no parquet files under {self.path(rel)}")
+        return pads.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=columns)
+
+    def parquet_files(self, rel: str) -> list[str]:
+        """Sorted Parquet files under a folder, recursively."""
+        p = self.path(rel)
+        if self.fs.get_file_info(p).type != pafs.FileType.Directory:
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(p, recursive=True))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+    def count_rows(self, rel: str) -> int:
+        """Rows under a folder from Parquet metadata alone."""
+        return sum(pq.ParquetFile(f, filesystem=self.fs).metadata.num_rows for f in self.parquet_files(rel))
+
+    # ---- markers ------------------------------------------------------------------
+    def marker_path(self, stage: str, unit: str) -> str:
+        """Relative path of a unit's completion marker."""
+        return posixpath.join("_done", stage, f"{unit}.json")
+
+    def is_done(self, stage: str, unit: str) -> bool:
+        """True when the unit has its completion marker."""
+        return self.exists(self.marker_path(stage, unit))
+
+    def mark_done(self, stage: str, unit: str, **info: Any) -> None:
+        """Write a unit's completion marker; call only after its output is complete and counted."""
+        self.write_json(self.marker_path(stage, unit), {"unit": unit, "finished_at": time.time(), **info})
+
+    def read_marker(self, stage: str, unit: str) -> dict[str, Any]:
+        """The info saved with a unit's marker."""
+        return self.read_json(self.marker_path(stage, unit))
+
+    def done_units(self, stage: str) -> set[str]:
+        """Units of a stage that have a marker (unit names may contain '/' as folders)."""
+        base = self.path("_done", stage)
+        if self.fs.get_file_info(base).type != pafs.FileType.Directory:
+            return set()
+        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        return {
+            posixpath.relpath(i.path, base)[: -len(".json")]
+            for i in infos
+            if i.type == pafs.FileType.File and i.path.endswith(".json")
+        }
+
+    def clear_markers(self, stage: str) -> None:
+        """Forget every marker of a stage (a forced redo)."""
+        self.remove("_done", stage)
+
+    # ---- rejects ------------------------------------------------------------------
+    def write_rejects(self, stage: str, unit: str, rows: Iterable[dict[str, Any]]) -> int:
+        """Write a unit's rejected rows (unit, key, reason, raw) to rejects/<stage>/<unit>.parquet; return the count."""
+        rows = list(rows)
+        rel = posixpath.join("rejects", stage, f"{unit}.parquet")
+        self.remove(rel)
+        if not rows:
+            return 0
+        table = pa.Table.from_pylist(
+            [
+                {"unit": unit, "key": str(r.get("key", "")), "reason": str(r["reason"]), "raw": str(r.get("raw", ""))[:10_000]}
+                for r in rows
+            ],
+            schema=REJECT_SCHEMA,
+        )
+        self.write_table(rel, table)
+        return len(rows)
+
+    def read_rejects(self, stage: str) -> pa.Table:
+        """Every reject of a stage (an empty table when there is none)."""
+        if not self.parquet_files(posixpath.join("rejects", stage)):
+            return REJECT_SCHEMA.empty_table()
+        return self.read_dir(posixpath.join("rejects", stage))
+
+    # ---- config -------------------------------------------------------------------
+    def write_config(self, config: Config, stage: str) -> None:
+        """Record the resolved config of a stage run: config.yaml (latest) and _configs/<stage>.yaml."""
+        text = config.to_yaml()
+        self.write_text("config.yaml", text)
+        self.write_text(posixpath.join("_configs", f"{stage}.yaml"), text)
+
+    # ---- shards -------------------------------------------------------------------
+    def corpus_shards(self) -> list[int]:
+        """Shard numbers of the ingested corpus, from the ingest markers (only complete shards)."""
+        done = self.done_units("ingest")
+        shards = sorted(parse_shard(u) for u in done if u.startswith("shard="))
+        if not shards:
+            raise FileNotFoundError(f"no ingested corpus in {self.uri}: run jobs/ingest.py first")
+        return shards
+
+    def corpus_shard_rows(self, shard: int) -> int:
+        """Rows of a corpus shard, as its ingest marker recorded them."""
+        return int(self.read_marker("ingest", shard_name(shard))["rows_out"])
+
+    def iter_corpus(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """Each corpus shard as a table, in shard order."""
+        for shard in self.corpus_shards():
+            yield self.read_dir(posixpath.join("corpus", shard_name(shard)), columns=columns)
