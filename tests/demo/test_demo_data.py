@@ -1,0 +1,109 @@
+"""Tests for the synthetic demo-data generator and the committed data/demo files."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xqg.demo.data import DEV_LANGS, TRAIN_LANGS, make_demo_data
+
+FILES = ("passages.jsonl", "dev.jsonl", "train.jsonl", "README.md")
+COMMITTED = Path(__file__).resolve().parents[2] / "data" / "demo"
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    make_demo_data(str(out))
+    return out
+
+
+def test_counts(demo: Path) -> None:
+    counts = make_demo_data(str(demo))  # rewriting the same data is harmless and returns counts
+    assert counts == {
+        "passages": len(_read_jsonl(demo / "passages.jsonl")),
+        "dev": len(_read_jsonl(demo / "dev.jsonl")),
+        "train": len(_read_jsonl(demo / "train.jsonl")),
+    }
+    assert counts["passages"] == 240
+    assert 700 <= counts["train"] <= 1000
+
+
+def test_deterministic(demo: Path, tmp_path: Path) -> None:
+    make_demo_data(str(tmp_path))
+    for name in FILES:
+        assert (tmp_path / name).read_bytes() == (demo / name).read_bytes(), name
+
+
+def test_other_seed_differs(demo: Path, tmp_path: Path) -> None:
+    make_demo_data(str(tmp_path), seed=1)
+    assert (tmp_path / "passages.jsonl").read_bytes() != (demo / "passages.jsonl").read_bytes()
+
+
+def test_passages(demo: Path) -> None:
+    passages = _read_jsonl(demo / "passages.jsonl")
+    docids = [p["docid"] for p in passages]
+    assert len(set(docids)) == len(docids)
+    assert len({p["title"] for p in passages}) == len(passages)
+    for p in passages:
+        assert set(p) == {"docid", "title", "text"}
+        assert 40 <= len(p["text"].split()) <= 90, p["docid"]
+
+
+def test_dev(demo: Path) -> None:
+    texts = {p["docid"]: p["text"] for p in _read_jsonl(demo / "passages.jsonl")}
+    dev = _read_jsonl(demo / "dev.jsonl")
+    assert len({d["id"] for d in dev}) == len(dev)
+    per_lang = Counter(d["lang"] for d in dev)
+    assert set(per_lang) == set(DEV_LANGS)
+    assert min(per_lang.values()) >= 25
+    for d in dev:
+        assert set(d) == {"id", "question", "answers", "lang", "docid"}
+        assert d["answers"] and all(a in texts[d["docid"]] for a in d["answers"]), d["id"]
+
+
+def test_train(demo: Path) -> None:
+    texts = {p["docid"]: p["text"] for p in _read_jsonl(demo / "passages.jsonl")}
+    dev = _read_jsonl(demo / "dev.jsonl")
+    train = _read_jsonl(demo / "train.jsonl")
+    assert len({t["query_id"] for t in train}) == len(train)
+    assert set(Counter(t["lang"] for t in train)) == set(TRAIN_LANGS)
+    dev_pairs = {(d["docid"], d["answers"][0]) for d in dev}
+    for t in train:
+        (pos,) = t["positive_passages"]
+        assert pos["text"] == texts[pos["docid"]]
+        assert all(a in pos["text"] for a in t["answers"]), t["query_id"]
+        neg_ids = [n["docid"] for n in t["negative_passages"]]
+        assert len(neg_ids) >= 7 and len(set(neg_ids)) == len(neg_ids)
+        assert pos["docid"] not in neg_ids
+        assert all(n["text"] == texts[n["docid"]] for n in t["negative_passages"])
+        # Train asks about different facts than dev, so dev is not a copy of train.
+        assert (pos["docid"], t["answers"][0]) not in dev_pairs
+
+
+def test_names_unique_to_passage(demo: Path) -> None:
+    passages = _read_jsonl(demo / "passages.jsonl")
+    dev = _read_jsonl(demo / "dev.jsonl")
+    for d in dev:
+        # The entity name is the Latin-script run in the question; it must occur in the gold passage only.
+        name = next(p["title"] for p in passages if p["docid"] == d["docid"]).split(" (")[0]
+        name = name.removeprefix("Mount ").removesuffix(" Library").removesuffix(" Festival")
+        assert name in d["question"], d["id"]
+        assert [p["docid"] for p in passages if name in p["text"]] == [d["docid"]], d["id"]
+
+
+def test_committed_data_matches_generator(demo: Path) -> None:
+    for name in FILES:
+        committed = COMMITTED / name
+        assert committed.exists(), f"{committed} missing: run python -m xqg.demo.data --out data/demo"
+        assert committed.read_bytes() == (demo / name).read_bytes(), (
+            f"data/demo/{name} drifted from the generator: run python -m xqg.demo.data --out data/demo"
+        )
