@@ -1,0 +1,1 @@
+"""Evaluation: XOR-TyDi R@kt, IR metrics, significance tests and reports."""

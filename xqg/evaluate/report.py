@@ -1,0 +1,199 @@
+"""Evaluation report: R@kt table (baseline vs +xQG, deltas, significance), JSON and a bar chart."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict
+
+from xqg.evaluate.significance import PairedTest, compare
+from xqg.evaluate.xor import XorResult, metric_name
+
+ALPHA = 0.05
+T_MARK = "†"  # paired t-test p < ALPHA
+PERM_MARK = "‡"  # paired randomization test p < ALPHA
+LEGEND = (
+    f"{T_MARK}: p < {ALPHA} in a two-sided paired t-test against the baseline; "
+    f"{PERM_MARK}: p < {ALPHA} in a paired randomization test (sign flips). "
+    "Avg is the macro mean over languages; its t-test pools all questions, its "
+    "randomization test is on the macro mean. n: counted questions."
+)
+
+
+class ReportResults(TypedDict):
+    """What a report shows. The first run is the baseline the others are compared with."""
+
+    runs: dict[str, XorResult]  # display name -> result, e.g. {"mBERT": .., "mBERT + xQG": ..}
+    significance: dict[str, dict[str, dict[str, PairedTest]]]  # other run -> metric -> lang/avg -> test
+    ir: NotRequired[dict[str, dict[str, float]]]  # optional: run -> {"recall@100": ..}
+
+
+def make_results(
+    runs: Mapping[str, XorResult],
+    *,
+    ir: Mapping[str, Mapping[str, float]] | None = None,
+    n_permutations: int = 10_000,
+    seed: int = 0,
+) -> ReportResults:
+    """Bundle runs (baseline first) with significance tests of every other run against it."""
+    if not runs:
+        raise ValueError("no runs to report")
+    names = list(runs)
+    baseline = runs[names[0]]
+    results: ReportResults = {
+        "runs": dict(runs),
+        "significance": {name: compare(baseline, runs[name], n_permutations, seed) for name in names[1:]},
+    }
+    if ir is not None:
+        results["ir"] = {name: dict(scores) for name, scores in ir.items()}
+    return results
+
+
+def _marks(test: PairedTest | None) -> str:
+    """Significance marks for one cell."""
+    if test is None:
+        return ""
+    return (T_MARK if test.t_p < ALPHA else "") + (PERM_MARK if test.perm_p < ALPHA else "")
+
+
+def _pipe_table(header: list[str], rows: list[list[str]], numeric: bool = True) -> str:
+    """A GitHub pipe table, padded so it also reads well in a terminal.
+
+    The first column is a label; with ``numeric`` the others are right-aligned.
+    """
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = [c.rjust(w) if numeric and i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = [":" + "-" * (w + 1) if not (numeric and i) else "-" * (w + 1) + ":" for i, w in enumerate(widths)]
+    return "\n".join([line(header), "|" + "|".join(rule) + "|", *(line(row) for row in rows)])
+
+
+def format_table(results: ReportResults) -> str:
+    """Per-language R@kt of every run with deltas and marks against the baseline, as a pipe table."""
+    names = list(results["runs"])
+    baseline = results["runs"][names[0]]
+    header = ["Lang", "n"]
+    for k in baseline.ks:
+        header.append(f"{metric_name(k)} {names[0]}")
+        for name in names[1:]:
+            header += [f"{metric_name(k)} {name}", "Δ"]
+    rows = []
+    counts = baseline.counts
+    for lang in [*baseline.langs, "avg"]:
+        row = [lang if lang != "avg" else "Avg", str(counts[lang] if lang != "avg" else sum(counts.values()))]
+        for k in baseline.ks:
+            base = baseline.scores(k)[lang]
+            row.append(f"{base:.1f}")
+            for name in names[1:]:
+                score = results["runs"][name].scores(k)[lang]
+                test = results.get("significance", {}).get(name, {}).get(metric_name(k), {}).get(lang)
+                row += [f"{score:.1f}{_marks(test)}", f"{score - base:+.1f}"]
+        rows.append(row)
+    return _pipe_table(header, rows)
+
+
+def _escape(value: Any) -> str:
+    """A value safe inside a markdown table cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(name: str, results: ReportResults, config_summary: Mapping[str, Any]) -> str:
+    """The whole markdown report."""
+    runs = results["runs"]
+    parts = [f"# {name}", "", "## R@kt on XOR-TyDi (official metric)", "", format_table(results), "", LEGEND, ""]
+    parts.append(f"![R@kt per language]({name}.png)")
+    parts += ["", "## Questions", ""]
+    rows = [
+        [run, str(sum(r.counts.values())), str(r.n_skipped), str(r.n_missing), str(r.n_unknown)]
+        for run, r in runs.items()
+    ]
+    parts.append(_pipe_table(["Run", "counted", "skipped (yes/no only)", "no prediction (miss)", "unknown ids"], rows))
+    if results.get("ir"):
+        ir = results["ir"]
+        metrics = list(dict.fromkeys(m for scores in ir.values() for m in scores))
+        rows = [[run, *(f"{scores.get(m, float('nan')):.4f}" for m in metrics)] for run, scores in ir.items()]
+        parts += ["", "## IR metrics", "", _pipe_table(["Run", *metrics], rows)]
+    if config_summary:
+        rows = [[_escape(key), _escape(value)] for key, value in config_summary.items()]
+        parts += ["", "## Configuration", "", _pipe_table(["Key", "Value"], rows, numeric=False)]
+    return "\n".join(parts) + "\n"
+
+
+def _to_json(name: str, results: ReportResults, config_summary: Mapping[str, Any]) -> str:
+    """The report's numbers as JSON (scores, counts, tests, config)."""
+    doc = {
+        "name": name,
+        "runs": {
+            run: {
+                "metrics": r.metrics(),
+                "counts": r.counts,
+                "n_skipped": r.n_skipped,
+                "n_missing": r.n_missing,
+                "n_unknown": r.n_unknown,
+            }
+            for run, r in results["runs"].items()
+        },
+        "significance": {
+            run: {metric: {lang: test.to_dict() for lang, test in tests.items()} for metric, tests in by_metric.items()}
+            for run, by_metric in results.get("significance", {}).items()
+        },
+        "ir": results.get("ir", {}),
+        "config": dict(config_summary),
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def _chart_png(results: ReportResults) -> bytes:
+    """Grouped bars per language (and avg), one panel per R@kt, one bar per run."""
+    import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg by default
+
+    runs = results["runs"]
+    baseline = next(iter(runs.values()))
+    labels = [*baseline.langs, "avg"]
+    x = np.arange(len(labels))
+    width = 0.8 / len(runs)
+    fig = Figure(figsize=(6 * len(baseline.ks), 4), layout="constrained")
+    axes = fig.subplots(1, len(baseline.ks), squeeze=False)[0]
+    for ax, k in zip(axes, baseline.ks):
+        for i, (run, result) in enumerate(runs.items()):
+            scores = result.scores(k)
+            ax.bar(x + (i - (len(runs) - 1) / 2) * width, [scores[lang] for lang in labels], width, label=run)
+        ax.set_xticks(x, labels)
+        ax.set_ylabel("%")
+        ax.set_title(metric_name(k))
+        ax.set_ylim(0, 100)
+        ax.legend(loc="upper left", fontsize="small")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _write(out_dir: str, filename: str, data: bytes) -> str:
+    """Write one file under a local folder or an fsspec/pyarrow URI; return its path."""
+    if "://" in out_dir:
+        from pyarrow import fs
+
+        filesystem, root = fs.FileSystem.from_uri(out_dir)
+        filesystem.create_dir(root, recursive=True)
+        with filesystem.open_output_stream(f"{root.rstrip('/')}/{filename}") as stream:
+            stream.write(data)
+        return f"{out_dir.rstrip('/')}/{filename}"
+    path = Path(out_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def write_report(out_dir: str, name: str, results: ReportResults, config_summary: dict) -> dict[str, str]:
+    """Write ``<out_dir>/<name>.md``, ``.json`` and ``.png``; return their paths by extension."""
+    return {
+        "md": _write(out_dir, f"{name}.md", _markdown(name, results, config_summary).encode()),
+        "json": _write(out_dir, f"{name}.json", _to_json(name, results, config_summary).encode()),
+        "png": _write(out_dir, f"{name}.png", _chart_png(results)),
+    }
