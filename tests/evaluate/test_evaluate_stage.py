@@ -1,0 +1,76 @@
+"""The evaluate stage on an ingested demo run with constructed run files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xqg.config import load_config
+from xqg.evaluate.stage import run_evaluate
+from xqg.evaluate.xor import recall_at_kt
+from xqg.ingest.stage import run_ingest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write_run(path: Path, ranked: dict[str, list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["qid\tdocid\trank\tscore"]
+    for qid, docids in ranked.items():
+        lines += [f"{qid}\t{d}\t{r}\t{10.0 - r}" for r, d in enumerate(docids, 1)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def scored_run(tmp_path: Path):
+    config = load_config(REPO / "configs" / "demo.yaml", [f"run_dir={tmp_path / 'run'}", "evaluate.permutations=1000"])
+    run_ingest(config)
+    dev = [json.loads(line) for line in (REPO / "data/demo/dev.jsonl").read_text(encoding="utf-8").splitlines()]
+    passages = {
+        p["docid"]: p for p in map(json.loads, (REPO / "data/demo/passages.jsonl").read_text(encoding="utf-8").splitlines())
+    }
+    wrong = {q["id"]: next(d for d in sorted(passages) if q["answers"][0] not in passages[d]["text"]) for q in dev}
+    # baseline: the gold passage for the first 10 questions of each language only; +xQG: gold for all
+    first = {q["id"] for i, q in enumerate(dev) if i % 30 < 10}
+    baseline = {q["id"]: [q["docid"] if q["id"] in first else wrong[q["id"]]] for q in dev}
+    xqg = {q["id"]: [q["docid"]] for q in dev}
+    _write_run(tmp_path / "run" / "runs" / "baseline.tsv", baseline)
+    _write_run(tmp_path / "run" / "runs" / "xqg.tsv", xqg)
+    return config, dev, passages, baseline, xqg
+
+
+def test_scores_report_and_rerun(scored_run, tmp_path: Path) -> None:
+    config, dev, passages, baseline, xqg = scored_run
+    summary = run_evaluate(config)
+    assert summary.units_done == 1 and summary.balanced
+    report = json.loads((tmp_path / "run/reports/xqg.json").read_text(encoding="utf-8"))
+    for label, ranked in (("baseline", baseline), ("+xQG", xqg)):
+        expected = recall_at_kt(dev, {q: [passages[d]["text"] for d in ds] for q, ds in ranked.items()})
+        for metric, scores in expected.metrics().items():
+            assert report["runs"][label]["metrics"][metric] == pytest.approx(scores)
+    assert report["runs"]["+xQG"]["metrics"]["R@2kt"]["avg"] > report["runs"]["baseline"]["metrics"]["R@2kt"]["avg"]
+    # 20 more hits of 30 per language is significant; qrels come from the dev file's docids
+    assert report["significance"]["+xQG"]["R@2kt"]["avg"]["t_p"] < 0.05
+    assert report["ir"]["+xQG"]["mrr@10"] == pytest.approx(1.0)
+    assert (tmp_path / "run/reports/xqg.png").stat().st_size > 1000
+    assert "| Lang" in summary.message
+
+    again = run_evaluate(config)
+    assert again.units_done == 0 and again.units_skipped == 1
+    assert summary.message in again.message
+
+    # a new run file is scored again
+    _write_run(tmp_path / "run" / "runs" / "xqg.tsv", baseline)
+    third = run_evaluate(config)
+    assert third.units_done == 1
+    report = json.loads((tmp_path / "run/reports/xqg.json").read_text(encoding="utf-8"))
+    assert report["significance"]["+xQG"]["R@2kt"]["avg"]["t_p"] == 1.0
+
+
+def test_missing_run_file_is_a_clear_error(scored_run, tmp_path: Path) -> None:
+    config = scored_run[0]
+    (tmp_path / "run/runs/xqg.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match="run jobs/search.py first"):
+        run_evaluate(config)
