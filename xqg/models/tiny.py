@@ -108,8 +108,11 @@ def build_bert(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) ->
         (t for t in texts if t and str(t).strip()), vocab_size=spec.vocab_size, min_frequency=1, show_progress=False
     )
     wp.save_model(str(out / "_wordpiece"))
+    vocab_file = out / "_wordpiece" / "vocab.txt"
     tokenizer = BertTokenizerFast(
-        vocab_file=str(out / "_wordpiece" / "vocab.txt"),
+        vocab_file=str(vocab_file),
+        # transformers v5 builds the WordPiece model from `vocab` and ignores vocab_file (all tokens -> [UNK])
+        vocab={t: i for i, t in enumerate(vocab_file.read_text(encoding="utf-8").splitlines())},
         do_lower_case=False,
         strip_accents=False,
         tokenize_chinese_chars=True,

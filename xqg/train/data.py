@@ -1,0 +1,130 @@
+"""Driver-side preparation of training data: read the sources once, write rejects, keep one Parquet file.
+
+The prepared file (<run>/train/<name>_data/part-00000.parquet) is what every worker reads, so a resumed
+training sees exactly the rows (and so the data order) of the interrupted one. A marker
+_done/<stage>/data.json records the counts and a fingerprint of the settings that produced it; a rerun with
+other settings while checkpoints exist is refused (the data position would be meaningless).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from xqg.rundir import RunDir
+from xqg.train.readers import Reject, TrainExample, read_training_file
+
+DATA_FILE = "part-00000.parquet"
+
+
+@dataclass
+class PreparedData:
+    """Counts of a prepared training set and where it is."""
+
+    uri: str
+    rows_in: int
+    rows_out: int
+    rejected: int
+    extra: dict[str, Any]
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable short hash of JSON-able settings."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def data_rel(name: str) -> str:
+    """Folder of a training's prepared data inside the run."""
+    return posixpath.join("train", f"{name}_data")
+
+
+def load_prepared(run: RunDir, stage: str, name: str, fp: str, has_checkpoints: bool) -> PreparedData | None:
+    """The prepared data of an earlier run when its settings match; None when it must be (re)built."""
+    rel = posixpath.join(data_rel(name), DATA_FILE)
+    if not run.is_done(stage, "data") or not run.exists(rel):
+        return None
+    info = run.read_marker(stage, "data")
+    if info.get("fingerprint") != fp:
+        if has_checkpoints:
+            raise ValueError(
+                f"{stage}: the training data settings changed since the checkpoints in {run.path('train', name)} "
+                f"were written; use a new run_dir, or remove {run.path('train', name)} to start over"
+            )
+        return None
+    return PreparedData(run.path(rel), info["rows_in"], info["rows_out"], info["rejected"], info.get("extra", {}))
+
+
+class ExampleWriter:
+    """Streams rows into the one prepared Parquet file in bounded batches."""
+
+    def __init__(self, run: RunDir, rel: str, schema: pa.Schema, batch_rows: int = 2048) -> None:
+        run.makedirs(posixpath.dirname(rel))
+        self.writer = pq.ParquetWriter(run.path(rel), schema, filesystem=run.fs, compression="zstd")
+        self.schema, self.rows, self.batch_rows, self.count = schema, [], batch_rows, 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Queue one row."""
+        self.rows.append(row)
+        if len(self.rows) >= self.batch_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write queued rows."""
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.count += len(self.rows)
+            self.rows = []
+
+    def close(self) -> None:
+        """Write the rest and close the file."""
+        self.flush()
+        self.writer.close()
+
+
+def read_sources(
+    run: RunDir,
+    stage: str,
+    sources: list[str],
+    accept: Callable[[TrainExample], str | None],
+    emit: Callable[[TrainExample], None],
+) -> tuple[int, int, int]:
+    """Read every source; emit accepted examples; write rejects per source (unit file=NNNNN); (in, out, rejected).
+
+    accept returns a reason to reject an otherwise well-formed example (e.g. a language not trained), or None.
+    """
+    rows_in = rows_out = rejected = 0
+    for i, src in enumerate(sources):
+        rejects: list[dict[str, str]] = []
+        for item in read_training_file(src):
+            rows_in += 1
+            if isinstance(item, Reject):
+                rejects.append(item.as_dict())
+                continue
+            reason = accept(item)
+            if reason is not None:
+                rejects.append({"key": item.query_id, "reason": reason, "raw": json.dumps(
+                    {"query_id": item.query_id, "query": item.query, "lang": item.lang, "source": src},
+                    ensure_ascii=False)})
+                continue
+            emit(item)
+            rows_out += 1
+        rejected += run.write_rejects(stage, f"file={i:05d}", rejects)
+    return rows_in, rows_out, rejected
+
+
+def corpus_texts(run: RunDir) -> Iterator[str]:
+    """Titles and texts of the ingested corpus (nothing when the run has none)."""
+    try:
+        tables = run.iter_corpus(columns=["title", "text"])
+        for table in tables:
+            for col in ("title", "text"):
+                yield from (t for t in table.column(col).to_pylist() if t)
+    except FileNotFoundError:
+        return

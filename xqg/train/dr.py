@@ -1,0 +1,282 @@
+"""train_dr: contrastive fine-tuning of the bi-encoder on Ray Train (Tevatron's recipe, as in the paper).
+
+Each query is scored (dot product) against its positive, its hard negatives and every other passage of the
+batch (of every worker's batch with train_dr.gather_negatives). Per epoch and example a seeded RNG
+(default_rng([seed, epoch, example])) picks one positive and train_n_passages - 1 hard negatives without
+replacement; an example with fewer negatives uses all it has (the loss takes a variable-size passage block, so
+nothing is padded or repeated), one with none is trained against in-batch negatives only.
+
+xQG pairs (train_dr.xqg_pairs, beyond the paper): round(ratio * training examples) (generated query in
+language L, its source passage) pairs drawn with a seeded RNG from <run>/generated/ (complete shards of the
+selected languages; one query of the row's list at random), passage text from the aligned corpus shard. They
+have no hard negatives: in-batch negatives only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import posixpath
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from xqg.config import Config
+from xqg.rundir import RunDir, parse_shard, shard_name
+from xqg.summary import StageSummary
+from xqg.train.data import (
+    DATA_FILE, ExampleWriter, PreparedData, corpus_texts, data_rel, fingerprint, load_prepared, read_sources,
+)
+from xqg.train.readers import EXAMPLE_SCHEMA, Passage, TrainExample, example_texts
+
+STAGE = "train_dr"
+NAME = "dr"
+
+
+def docid_key(docid: str) -> int:
+    """A signed 64-bit key of a docid (recognises copies of one passage in a batch)."""
+    return int.from_bytes(hashlib.blake2b(docid.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+class DRTask:
+    """Batches, model and loss of the bi-encoder training (built inside each Ray Train worker)."""
+
+    def __init__(
+        self, data_uri: str, model_path: str, pooling: str, shared: bool, q_max_len: int, p_max_len: int,
+        n_passages: int, temperature: float, gather: bool, seed: int, trust_remote_code: bool, meta: dict[str, Any],
+    ) -> None:
+        import pyarrow.parquet as pq
+        from transformers import AutoTokenizer
+
+        from xqg.rundir import filesystem_for
+
+        fs, path = filesystem_for(data_uri)
+        self.table = pq.read_table(path, filesystem=fs, columns=["query", "positives", "negatives"])
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        self.model_path, self.pooling, self.shared = model_path, pooling, shared
+        self.q_max_len, self.p_max_len, self.n_passages = q_max_len, p_max_len, n_passages
+        self.temperature, self.gather, self.seed = temperature, gather, seed
+        self.trust_remote_code, self.meta = trust_remote_code, meta
+        self.find_unused_parameters = False
+
+    def num_examples(self) -> int:
+        """Training examples."""
+        return self.table.num_rows
+
+    def build_model(self, checkpoint_model_dir: str | None) -> Any:
+        """The base encoder(s), or the checkpoint's weights on resume."""
+        from xqg.train.encoder import BiEncoder
+
+        model = BiEncoder.from_pretrained(
+            checkpoint_model_dir or self.model_path, self.pooling, self.shared, self.trust_remote_code
+        )
+        # A pooler the architecture would not drop gets no gradient: DDP must be told.
+        self.find_unused_parameters = any("pooler" in n for n, _ in model.named_parameters())
+        return model
+
+    def sample_passages(
+        self, row: dict[str, Any], index: int, epoch: int
+    ) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """(positive, hard negatives) of one example in one epoch, from its own seeded RNG."""
+        rng = np.random.default_rng([self.seed, epoch, int(index)])
+        positives, negatives = row["positives"], row["negatives"] or []
+        pos = positives[int(rng.integers(len(positives)))] if len(positives) > 1 else positives[0]
+        k = min(self.n_passages - 1, len(negatives))
+        chosen = [negatives[j] for j in rng.choice(len(negatives), size=k, replace=False)] if k > 0 else []
+        return pos, chosen
+
+    def make_batch(self, indices: np.ndarray, epoch: int) -> dict[str, Any]:
+        """Tokenized queries, the passage block, each query's positive index and the docid keys."""
+        import torch
+
+        from xqg.train.encoder import tokenize_passages, tokenize_queries
+
+        rows = self.table.take(pa.array(indices, type=pa.int64())).to_pylist()
+        titles: list[str] = []
+        texts: list[str] = []
+        p_keys: list[int] = []
+        pos_index: list[int] = []
+        q_keys: list[int] = []
+        for i, row in zip(indices, rows):
+            pos, negs = self.sample_passages(row, int(i), epoch)
+            pos_index.append(len(titles))
+            q_keys.append(docid_key(pos["docid"]))
+            for p in [pos, *negs]:
+                titles.append(p["title"] or "")
+                texts.append(p["text"])
+                p_keys.append(docid_key(p["docid"]))
+        q = tokenize_queries(self.tokenizer, [r["query"] for r in rows], self.q_max_len)
+        p = tokenize_passages(self.tokenizer, titles, texts, self.p_max_len)
+        batch = {
+            "q_ids": q["input_ids"], "q_mask": q["attention_mask"],
+            "p_ids": p["input_ids"], "p_mask": p["attention_mask"],
+            "pos_index": torch.tensor(pos_index), "q_keys": torch.tensor(q_keys), "p_keys": torch.tensor(p_keys),
+        }
+        if "token_type_ids" in q and "token_type_ids" in p:  # BERT-style models: segment ids of the pair
+            batch["q_types"], batch["p_types"] = q["token_type_ids"], p["token_type_ids"]
+        return batch
+
+    def compute_loss(self, model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, Any]:
+        """(loss to back-propagate, loss to log)."""
+        from xqg.train.loss import batch_loss
+
+        b = {k: v.to(device) for k, v in batch.items()}
+        q, p = model(b["q_ids"], b["q_mask"], b["p_ids"], b["p_mask"], b.get("q_types"), b.get("p_types"))
+        return batch_loss(
+            q, p, b["pos_index"], temperature=self.temperature, q_pos_keys=b["q_keys"], p_keys=b["p_keys"],
+            gather=self.gather,
+        )
+
+    def save_model(self, model: Any, out_dir: str) -> None:
+        """HF folder(s) + tokenizer + xqg_dr.json."""
+        model.save(out_dir, self.tokenizer, self.meta)
+
+
+# ---- xQG pairs ------------------------------------------------------------------------------------------
+
+
+def xqg_pair_examples(
+    run: RunDir, n_pairs: int, languages: list[str] | None, seed: int
+) -> tuple[list[TrainExample], list[dict[str, str]], int]:
+    """(examples, rejects, pairs drawn): generated (query in L, source passage) pairs drawn with a seeded RNG."""
+    if n_pairs <= 0:
+        return [], [], 0
+    have = [n.split("=", 1)[1] for n in run.listdir("generated") if n.startswith("lang=")]
+    langs = [lang for lang in (languages or have) if lang in have]
+    units: list[tuple[str, int, int]] = []  # (lang, shard, rows)
+    done = run.done_units("generate")
+    for lang in sorted(langs):
+        for sh in run.listdir("generated", f"lang={lang}"):
+            if sh.startswith("shard=") and f"lang={lang}/{sh}" in done:
+                units.append((lang, parse_shard(sh), run.count_rows(posixpath.join("generated", f"lang={lang}", sh))))
+    total = sum(u[2] for u in units)
+    if total == 0:
+        raise FileNotFoundError(
+            f"train_dr.xqg_pairs is enabled but {run.path('generated')} has no complete generated shards"
+            + (f" for languages {languages}" if languages else "") + ": run jobs/generate.py first"
+        )
+    rng = np.random.default_rng([seed, 1_000_003])
+    picks = np.sort(rng.choice(total, size=n_pairs, replace=n_pairs > total))
+    bounds = np.cumsum([0] + [u[2] for u in units])
+    examples: list[TrainExample] = []
+    rejects: list[dict[str, str]] = []
+    for ui, (lang, shard, _) in enumerate(units):
+        lo, hi = np.searchsorted(picks, [bounds[ui], bounds[ui + 1]])
+        if lo == hi:
+            continue
+        rows = (picks[lo:hi] - bounds[ui]).astype(np.int64)
+        gen = run.read_dir(posixpath.join("generated", f"lang={lang}", shard_name(shard)), ["docid", "queries"])
+        gen = gen.take(pa.array(rows))
+        docids = gen.column("docid").to_pylist()
+        corpus = run.read_dir(posixpath.join("corpus", shard_name(shard)), ["docid", "title", "text"])
+        corpus = corpus.filter(pc.is_in(corpus.column("docid"), value_set=pa.array(sorted(set(docids)))))
+        cols = (corpus.column(c).to_pylist() for c in ("docid", "title", "text"))
+        passages = {d: (t or "", x) for d, t, x in zip(*cols)}
+        for docid, queries in zip(docids, gen.column("queries").to_pylist()):
+            key = f"xqg:{lang}:{docid}"
+            usable = [q.strip() for q in (queries or []) if isinstance(q, str) and q.strip()]
+            if docid not in passages or not passages[docid][1]:
+                rejects.append({"key": key, "reason": f"source passage not in corpus shard {shard}", "raw": docid})
+                continue
+            if not usable:
+                rejects.append({"key": key, "reason": "no non-empty generated query", "raw": str(queries)})
+                continue
+            qi = int(rng.integers(len(usable)))
+            title, text = passages[docid]
+            examples.append(TrainExample(
+                query_id=f"{key}:{qi}", query=usable[qi], lang=lang, positives=[Passage(docid, title, text)],
+                source="xqg",
+            ))
+    return examples, rejects, int(n_pairs)
+
+
+# ---- stage ----------------------------------------------------------------------------------------------
+
+
+def prepare_dr_data(config: Config, run: RunDir, has_checkpoints: bool) -> PreparedData:
+    """Read the training files (+ xQG pairs) once into the prepared Parquet file; rejects per file."""
+    cfg = config.train_dr
+    if not cfg.train_files:
+        raise ValueError("train_dr.train_files is empty: name Tevatron JSONL / DPR JSON files or hub datasets")
+    fp = fingerprint({"files": cfg.train_files, "xqg_pairs": cfg.xqg_pairs.model_dump(), "seed": cfg.seed})
+    found = load_prepared(run, STAGE, NAME, fp, has_checkpoints)
+    if found is not None:
+        return found
+    run.remove("rejects", STAGE)
+    rel = posixpath.join(data_rel(NAME), DATA_FILE)
+    writer = ExampleWriter(run, rel, EXAMPLE_SCHEMA)
+    try:
+        rows_in, rows_out, rejected = read_sources(
+            run, STAGE, cfg.train_files, accept=lambda ex: None, emit=lambda ex: writer.add(ex.as_row())
+        )
+        extra: dict[str, Any] = {"training_examples": rows_out}
+        if cfg.xqg_pairs.enabled:
+            pairs, pair_rejects, drawn = xqg_pair_examples(
+                run, int(round(cfg.xqg_pairs.ratio * rows_out)), cfg.xqg_pairs.languages, cfg.seed
+            )
+            for ex in pairs:
+                writer.add(ex.as_row())
+            rows_in += drawn
+            rows_out += len(pairs)
+            rejected += run.write_rejects(STAGE, "xqg_pairs", pair_rejects)
+            extra["xqg_pairs"] = len(pairs)
+    finally:
+        writer.close()
+    if rows_out == 0:
+        raise ValueError(f"train_dr: no usable training example in {cfg.train_files} (see {run.path('rejects', STAGE)})")
+    run.mark_done(STAGE, "data", rows_in=rows_in, rows_out=rows_out, rejected=rejected, fingerprint=fp, extra=extra)
+    return PreparedData(run.path(rel), rows_in, rows_out, rejected, extra)
+
+
+def run_train_dr(config: Config) -> StageSummary:
+    """Train the bi-encoder on Ray Train (resuming from checkpoints); save <run>/models/dr; mark done."""
+    from xqg.models.resolve import resolve_model
+    from xqg.train.encoder import dr_meta
+    from xqg.train.loop import LoopSettings, checkpoint_names, copy_model, experiment_uri, fit, summarize_metrics
+
+    t0 = time.perf_counter()
+    cfg = config.train_dr
+    run = RunDir(config.run_dir)
+    if run.is_done(STAGE, "model"):
+        info = run.read_marker(STAGE, "model")
+        return StageSummary(
+            STAGE, rows_in=info["rows_in"], rows_out=info["rows_out"], rejected=info["rejected"], units_skipped=1,
+            seconds=time.perf_counter() - t0, extra={"model": run.path("models", NAME)},
+            message=f"already trained: {run.path('models', NAME)} (remove {run.path('_done', STAGE)} to retrain)",
+        )
+    run.write_config(config, STAGE)
+    exp = experiment_uri(run, NAME)
+    data = prepare_dr_data(config, run, has_checkpoints=bool(checkpoint_names(exp)))
+    model_path = resolve_model(
+        cfg.model, run, lambda: itertools.chain(example_texts(cfg.train_files), corpus_texts(run))
+    )
+    base = cfg.model if isinstance(cfg.model, str) else model_path
+    meta = dr_meta(cfg.pooling, cfg.shared_encoder, config.q_max_len, config.p_max_len, base)
+    settings = LoopSettings(
+        stage=STAGE, name=NAME, run_uri=config.run_dir, experiment_uri=exp, epochs=cfg.epochs,
+        global_batch=cfg.batch_size, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed,
+        checkpoint_every_steps=cfg.checkpoint_every_steps, log_every_steps=cfg.log_every_steps,
+        precision=cfg.precision, fp16_ok=True, fail_at_step=cfg.fail_at_step,
+    )
+    task_args = {
+        "data_uri": data.uri, "model_path": model_path, "pooling": cfg.pooling, "shared": cfg.shared_encoder,
+        "q_max_len": config.q_max_len, "p_max_len": config.p_max_len, "n_passages": cfg.train_n_passages,
+        "temperature": cfg.temperature, "gather": cfg.gather_negatives, "seed": cfg.seed,
+        "trust_remote_code": cfg.trust_remote_code, "meta": meta,
+    }
+    outcome = fit("dr", task_args, settings, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                  max_failures=cfg.max_failures)
+    copy_model(outcome.checkpoint, run, posixpath.join("models", NAME))
+    extra = {
+        **data.extra, "steps": int(outcome.state["global_step"]), "epochs": cfg.epochs,
+        "world_size": int(outcome.state["world_size"]), "train_seconds": round(float(outcome.state["train_seconds"]), 1),
+        **summarize_metrics(outcome.metrics, settings.driver_id), "model": run.path("models", NAME),
+    }
+    run.mark_done(STAGE, "model", rows_in=data.rows_in, rows_out=data.rows_out, rejected=data.rejected, **extra)
+    return StageSummary(
+        STAGE, rows_in=data.rows_in, rows_out=data.rows_out, rejected=data.rejected, units_done=1,
+        seconds=time.perf_counter() - t0, extra=extra,
+    )
