@@ -72,6 +72,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 96 rows of the demo training set (Tevatron JSONL, languages mixed): small trainings."""
+    with (DEMO / "train.jsonl").open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line, _ in zip(f, range(96))]
+    return write_jsonl(tmp_path_factory.mktemp("train-data") / "train.jsonl", rows)
+
+
 @pytest.fixture
 def demo_overrides(tmp_path: Path) -> list[str]:
     """--set overrides that point the demo config at a fresh run directory."""
@@ -109,3 +117,8 @@ def make_corpus_run(tmp_path_factory: pytest.TempPathFactory):
         return run
 
     return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run `e2e` tests last: they end with `ray stop`, which stops every Ray on the machine."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

@@ -115,7 +115,9 @@ class GenerateConfig(Strict):
     template: str = "Generate a {language} question for this passage: {title} {text}"
     batch_size: int = Field(32, ge=1)
     concurrency: int | None = Field(None, ge=1, description="Actors; None = one per GPU, else per CPU.")
-    compute_type: str = Field("auto", description="CTranslate2 / torch compute type: auto, int8, float16, bfloat16, float32.")
+    compute_type: Literal[
+        "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32"
+    ] = Field("auto", description="CTranslate2 compute type; hf uses the float ones (auto: bf16/fp16 on GPU, fp32 on CPU).")
     seed: int = 42
     trust_remote_code: bool = False
 
@@ -125,6 +127,9 @@ class GenerateConfig(Strict):
         for key in ("{language}", "{text}"):
             if key not in v:
                 raise ValueError(f"template must contain {key}")
+        from xqg.generate.prompts import check_template
+
+        check_template(v)  # only {language}, {title}, {text}: anything else would fail in every actor
         return v
 
 

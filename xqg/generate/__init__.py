@@ -1,0 +1,1 @@
+"""Query generation: n sampled queries per passage per language, behind swappable backends."""

@@ -1,0 +1,98 @@
+"""The Ray Data actor: loads a generator once, then turns (lang, shard) units into Parquet + rejects."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import socket
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from xqg.generate.backends import SamplingSettings, make_backend
+from xqg.generate.unit import generate_unit
+from xqg.rundir import RunDir, shard_name
+
+STAGE = "generate"
+PROGRESS_EVERY_S = 30.0  # a unit (a shard of a large corpus) can take an hour: say how far it got
+
+
+def unit_name(lang: str, shard: int) -> str:
+    """lang=ar/shard=00003: the unit's marker, rejects and output folder name."""
+    return f"lang={lang}/{shard_name(shard)}"
+
+
+def output_dir(lang: str, shard: int) -> str:
+    """Relative folder of a unit's generated queries."""
+    return posixpath.join("generated", unit_name(lang, shard))
+
+
+class GenerateActor:
+    """Callable class for map_batches: __init__ loads the model, __call__ runs each unit of the batch."""
+
+    def __init__(
+        self,
+        run_uri: str,
+        model_path: str,
+        backend: str,
+        sampling: dict[str, Any],
+        template: str,
+        seed: int,
+        batch_size: int,
+        use_gpu: bool,
+        compute_type: str = "auto",
+        trust_remote_code: bool = False,
+        ct2_path: str | None = None,
+    ) -> None:
+        self.run = RunDir(run_uri)
+        # Ray sets OMP_NUM_THREADS to the CPUs it gave this actor; use exactly those for the math libraries.
+        threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or None
+        extra = {"ct2_path": ct2_path} if backend == "ctranslate2" else {}
+        self.backend = make_backend(
+            backend, model_path, SamplingSettings(**sampling), device="cuda" if use_gpu else "cpu",
+            compute_type=compute_type, trust_remote_code=trust_remote_code, threads=threads, **extra,
+        )
+        self.template, self.seed, self.batch_size = template, seed, batch_size
+        self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
+
+    def process(self, lang: str, shard: int) -> dict[str, Any]:
+        """Generate one unit, replacing any partial output of an earlier try; return its manifest."""
+        unit = unit_name(lang, shard)
+        out_dir = output_dir(lang, shard)
+        self.run.remove(out_dir)
+        passages = self.run.read_dir(posixpath.join("corpus", shard_name(shard)), columns=["docid", "title", "text"])
+        res = generate_unit(
+            self.backend, passages, lang=lang, shard=shard, template=self.template, seed=self.seed,
+            batch_size=self.batch_size, progress=self._progress_printer(unit),
+        )
+        self.run.write_table(posixpath.join(out_dir, "part-00000.parquet"), res.table)
+        rejected = self.run.write_rejects(STAGE, unit, res.rejects)
+        return {
+            "unit": unit, "lang": lang, "shard": shard, "rows_in": res.rows_in, "rows_out": res.table.num_rows,
+            "rejected": rejected, "queries": res.table.num_rows * self.backend.sampling.num_queries,
+            "seconds": res.seconds, "batches_failed": res.batches_failed, "actor": self.actor_id,
+        }
+
+    def _progress_printer(self, unit: str):
+        """A progress callback that prints (Ray forwards actor output to the driver) at most every 30 s."""
+        start = last = time.monotonic()
+        n = self.backend.sampling.num_queries
+
+        def progress(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY_S and done < total:
+                print(f"generate {unit}: {done:,}/{total:,} passages, {done * n / (now - start):,.1f} queries/s", flush=True)
+                last = now
+
+        return progress
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run every unit in the batch (run_units sends one) and return their manifests as columns."""
+        cols: dict[str, list[Any]] = defaultdict(list)
+        for lang, shard in zip(batch["lang"], batch["shard"]):
+            for k, v in self.process(str(lang), int(shard)).items():
+                cols[k].append(v)
+        return {k: np.asarray(v) for k, v in cols.items()}

@@ -1,0 +1,76 @@
+"""CTranslate2: the fast path for mT5 on CPU and GPU (Translator), also decoder-only models (Generator)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xqg.generate.backends.base import BackendUnavailable, GeneratorBackend, SamplingSettings
+
+
+class CT2Backend(GeneratorBackend):
+    """translate_batch / generate_batch with random top-k sampling and num_hypotheses=n.
+
+    CTranslate2 seeds a thread-local random generator once, on a worker thread's first sample, from the
+    global seed; reseeding later has no effect. So each unit sets the seed and, if the model has sampled
+    before, loads a fresh model (new worker threads): a unit's queries then do not depend on which units
+    the actor ran earlier.
+    """
+
+    name = "ctranslate2"
+
+    def __init__(self, model_path: str, sampling: SamplingSettings, *, ct2_path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(model_path, sampling, **kwargs)
+        try:
+            import ctranslate2
+        except ImportError as e:  # pragma: no cover - a declared dependency
+            raise BackendUnavailable("generate.backend 'ctranslate2' needs the ctranslate2 package") from e
+        self._ct2 = ctranslate2
+        if ct2_path is None:
+            raise ValueError("the ctranslate2 backend needs ct2_path (convert with xqg.generate.convert first)")
+        self.ct2_path = ct2_path
+        self._model = self._load()
+        self._used = False
+
+    def _load(self) -> Any:
+        """A Translator (encoder-decoder) or Generator (decoder-only) on this actor's device."""
+        cls = self._ct2.Translator if self.encoder_decoder else self._ct2.Generator
+        device = "cuda" if self.device.startswith("cuda") else "cpu"
+        return cls(
+            self.ct2_path, device=device, device_index=0, compute_type=self.compute_type,
+            inter_threads=1, intra_threads=self.threads or 0,
+        )
+
+    def begin_unit(self, seed: int) -> None:
+        """Seed CTranslate2 for this unit, with fresh worker threads if the old ones have sampled."""
+        self._ct2.set_random_seed(seed & 0xFFFFFFFF)
+        if self._used:
+            self._model = None  # join the old worker threads before starting new ones
+            self._model = self._load()
+            self._used = False
+
+    def generate(self, token_ids: list[list[int]], seeds: list[int]) -> list[list[str]]:
+        """One CTranslate2 call for the batch (seeded per unit in begin_unit)."""
+        s = self.sampling
+        tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in token_ids]
+        self._used = True
+        if self.encoder_decoder:
+            results = self._model.translate_batch(
+                tokens, beam_size=1, num_hypotheses=s.num_queries, sampling_topk=s.top_k,
+                sampling_temperature=s.temperature, max_decoding_length=s.max_new_tokens,
+                min_decoding_length=s.min_new_tokens or 1, max_input_length=0,
+            )
+            seqs = [self.tokenizer.convert_tokens_to_ids(h) for r in results for h in r.hypotheses]
+        else:
+            results = self._model.generate_batch(
+                tokens, beam_size=1, num_hypotheses=s.num_queries, sampling_topk=s.top_k,
+                sampling_temperature=s.temperature, max_length=s.max_new_tokens, min_length=s.min_new_tokens,
+                include_prompt_in_result=False,
+            )
+            seqs = [ids for r in results for ids in r.sequences_ids]
+        n = s.num_queries
+        texts = self.decode(seqs)
+        return [texts[i * n:(i + 1) * n] for i in range(len(token_ids))]
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, device, compute type and the converted model folder."""
+        return {**super().describe(), "ct2_path": self.ct2_path}
