@@ -1,0 +1,18 @@
+"""Fuse passage embeddings with their generated-query sums: e'(p) = (1 - alpha) e(p) + alpha sum_q e(q)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from xqg.cli import run_job  # noqa: E402
+
+
+def stage(config, args):
+    from xqg.fuse import run_fuse
+
+    return run_fuse(config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_job(__doc__, stage, needs_ray=False))

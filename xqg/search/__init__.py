@@ -1,0 +1,5 @@
+"""Searching a query-embedding set against a sharded index: one actor per index shard, merged top-k, run files."""
+
+from xqg.search.stage import run_search
+
+__all__ = ["run_search"]
