@@ -40,12 +40,11 @@ class StageSummary:
         rows += [(k, _fmt(v)) for k, v in self.extra.items()]
         width = max(len(k) for k, _ in rows)
         head = f"== {self.stage} summary " + "=" * max(0, 40 - len(self.stage))
-        lines = [head]
-        if self.message:
-            lines.append(self.message)
-        lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+        lines = [head, *(f"  {k:<{width}}  {v}" for k, v in rows)]
         check = "ok" if self.balanced else "MISMATCH"
         lines.append(f"  {'rows in = out + rejected':<{width}}  {check}")
+        if self.message:  # last, so that e.g. the pipeline ends on the report table
+            lines.append(self.message)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,6 +33,9 @@ def test_tiny_mt5_round_trip_and_generates(tiny_mt5_dir: str) -> None:
 def test_tiny_bert_round_trip_shapes(tiny_bert_dir: str) -> None:
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
     model = AutoModel.from_pretrained(tiny_bert_dir, add_pooling_layer=False).eval()
+    questions = [json.loads(line)["question"] for line in (DEMO / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
+    ids = [i for row in tok(questions).input_ids for i in row]
+    assert ids.count(tok.unk_token_id) / len(ids) < 0.01  # the WordPiece vocabulary really is the trained one
     batch = tok(["Velmora was founded in 1743", "Милл"], return_tensors="pt", padding=True)
     with torch.inference_mode():
         h = model(**batch).last_hidden_state
