@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from processes import kill_leftovers, processes_mentioning, start_job
 from encode_helpers import install_dr, write_generated, write_query_set
 from xqg.config import load_config
 from xqg.encode.stage import run_encode
@@ -25,41 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 LANGS = ["ar", "bn"]
 SHARDS = 6
 UNITS = SHARDS + len(LANGS) * SHARDS + 1
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line mentions text (this test's private Ray temp dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def kill_leftovers(tmpdir: str) -> list[int]:
-    """SIGKILL every surviving process of this test's Ray cluster (only ours: matched by its private temp dir)."""
-    time.sleep(1.0)  # fate-sharing children need a moment to notice their parent died
-    left = processes_mentioning(tmpdir)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return left
-
-
-def job(config_path: Path, ray_tmp: str, log: Path) -> subprocess.Popen:
-    """jobs/encode.py in its own session (process group), with a private local Ray under ray_tmp."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=ray_tmp, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, str(REPO / "jobs" / "encode.py"), "--config", str(config_path), "--target", "all",
-           "--set", "ray.num_cpus=2"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
 
 
 def make_run(rows: list[dict], run_dir: Path, model: str, make_corpus_run) -> RunDir:
@@ -96,7 +60,7 @@ def test_killed_encode_resumes_to_exactly_the_uninterrupted_result(
     config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
     ray_tmp = tempfile.mkdtemp(prefix="xqge", dir="/tmp")  # short: Ray's socket paths live under it
     try:
-        proc = job(config_path, ray_tmp, tmp_path / "killed.log")
+        proc = start_job("encode.py", config_path, ray_tmp, tmp_path / "killed.log", "--target", "all")
         deadline = time.monotonic() + 240
         while not run.done_units("encode") and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -107,7 +71,7 @@ def test_killed_encode_resumes_to_exactly_the_uninterrupted_result(
         kill_leftovers(ray_tmp)
         assert processes_mentioning(ray_tmp) == [], "processes of the killed job's Ray cluster survived"
 
-        proc = job(config_path, ray_tmp, tmp_path / "resumed.log")
+        proc = start_job("encode.py", config_path, ray_tmp, tmp_path / "resumed.log", "--target", "all")
         assert proc.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()
         log = (tmp_path / "resumed.log").read_text()
         assert f"units skipped (complete)  {marked}" in log, log

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from processes import kill_leftovers, processes_mentioning, start_job
 
 from xqg.config import load_config
 from xqg.generate.stage import run_generate
@@ -21,39 +21,6 @@ from xqg.rundir import RunDir
 REPO = Path(__file__).resolve().parents[2]
 LANGS = ["ar", "bn"]
 SHARDS = 3
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line mentions text (this test's private Ray temp dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def kill_leftovers(tmpdir: str) -> list[int]:
-    """SIGKILL every process of this test's Ray cluster that survived (only ours: matched by its temp dir)."""
-    time.sleep(1.0)  # Ray's fate-sharing children need a moment to notice their parent died
-    left = processes_mentioning(tmpdir)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return left
-
-
-def job(config_path: Path, ray_tmp: str, log: Path) -> subprocess.Popen:
-    """jobs/generate.py in its own session (process group), with a private local Ray under ray_tmp."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # always its own local Ray
-    env.update(RAY_TMPDIR=ray_tmp, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, str(REPO / "jobs" / "generate.py"), "--config", str(config_path), "--set", "ray.num_cpus=2"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def table_rows(run: RunDir) -> list[tuple]:
@@ -76,7 +43,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(
     ray_tmp = tempfile.mkdtemp(prefix="xqgk", dir="/tmp")  # short: Ray's socket paths live under it
     total = len(LANGS) * SHARDS
     try:
-        proc = job(config_path, ray_tmp, tmp_path / "killed.log")
+        proc = start_job("generate.py", config_path, ray_tmp, tmp_path / "killed.log")
         deadline = time.monotonic() + 240
         while not run.done_units("generate") and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -88,7 +55,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(
         print("processes of the killed job's Ray that outlived the process group kill:", survivors)
         assert processes_mentioning(ray_tmp) == [], "processes of the killed job's Ray cluster survived"
 
-        proc = job(config_path, ray_tmp, tmp_path / "resumed.log")
+        proc = start_job("generate.py", config_path, ray_tmp, tmp_path / "resumed.log")
         assert proc.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()
         log = (tmp_path / "resumed.log").read_text()
         assert f"units skipped (complete)  {marked}" in log
