@@ -3,7 +3,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch goes in first and is pinned, so nothing pulls the multi-GB CUDA build.
-# On a GPU machine: make install TORCH=torch==2.13.0 EXTRAS=test,gpu
+# On a GPU machine: make install TORCH=torch (a CUDA build), then swap faiss-cpu for faiss-gpu-cu12
+# (.venv/bin/pip uninstall -y faiss-cpu && .venv/bin/pip install faiss-gpu-cu12), as cluster.yaml does.
 TORCH ?= torch==2.13.0
 EXTRAS ?= test
 
