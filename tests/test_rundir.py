@@ -50,3 +50,16 @@ def test_shard_names() -> None:
     assert shard_name(42) == "shard=00042" and parse_shard("shard=00042") == 42
     with pytest.raises(ValueError):
         parse_shard("lang=ar")
+
+
+def test_local_copy_follows_a_republished_folder(tmp_path: Path) -> None:
+    run = RunDir(f"memory://xqg-republish-{os.getpid()}")
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"old")
+    run.publish_dir(str(src), "models/dr")
+    first = Path(run.local_dir("models/dr", cache_root=str(tmp_path / "cache")))
+    (src / "w.bin").write_bytes(b"retrained")
+    run.publish_dir(str(src), "models/dr")
+    second = Path(run.local_dir("models/dr", cache_root=str(tmp_path / "cache")))
+    assert (first / "w.bin").read_bytes() == b"old" and (second / "w.bin").read_bytes() == b"retrained"

@@ -79,10 +79,14 @@ class RunDir:
         import os
         import tempfile
 
-        key = hashlib.sha256(f"{self.uri}/{rel}".encode()).hexdigest()[:16]
+        # The key covers every file's size and mtime, so a retrained model is fetched again, not served stale.
+        listing = self.fs.get_file_info(pafs.FileSelector(self.path(rel), recursive=True))
+        stamp = sorted(f"{i.path}:{i.size}:{i.mtime_ns}" for i in listing if i.type == pafs.FileType.File)
+        key = hashlib.sha256("\n".join([self.uri, rel, *stamp]).encode()).hexdigest()[:16]
         local = os.path.join(cache_root or os.path.join(tempfile.gettempdir(), "xqg-cache"), key)
         if not os.path.exists(os.path.join(local, ".complete")):
             tmp = f"{local}.tmp-{os.getpid()}"
+            os.makedirs(tmp, exist_ok=True)  # copy_files creates subfolders only, not the destination itself
             pafs.copy_files(self.path(rel), tmp, source_filesystem=self.fs,
                             destination_filesystem=pafs.LocalFileSystem())
             open(os.path.join(tmp, ".complete"), "w").close()
@@ -101,6 +105,7 @@ class RunDir:
         if self.is_local and os.path.abspath(local) == self.path(rel):
             return
         self.remove(rel)
+        self.fs.create_dir(self.path(rel), recursive=True)  # a local destination is not created by copy_files
         pafs.copy_files(local, self.path(rel), source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=self.fs)
 

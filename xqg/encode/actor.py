@@ -60,8 +60,11 @@ class EncodeActor:
         """The passage or query encoder, loaded on first use (once: a shared encoder serves both sides)."""
         path = self.spec.passage_model if side == PASSAGES else self.spec.query_model
         if path not in self._encoders:
+            from xqg.models.resolve import localize
+
             self._encoders[path] = Encoder(
-                path, self.spec.pooling, self.spec.dtype, self.spec.trust_remote_code, threads=self.threads
+                localize(path, self.run), self.spec.pooling, self.spec.dtype, self.spec.trust_remote_code,
+                threads=self.threads,
             )
         return self._encoders[path]
 

@@ -65,7 +65,10 @@ def load_encoder_spec(config: Config, run: RunDir) -> EncoderSpec:
                 f"no bi-encoder in {run.uri}: {DR_META} is missing (run jobs/train_dr.py first, or set encode.model)"
             )
         meta = run.read_json(DR_META)
-        base = run.local_path("models", "dr")
+        from xqg.models.resolve import run_ref
+
+        # A non-local run passes a "run:" ref: each actor localizes it on its own node.
+        base = run.path("models", "dr") if run.is_local else run_ref("models/dr")
         if meta.get("shared_encoder", True):
             query = passage = base
         else:

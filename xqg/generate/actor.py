@@ -46,7 +46,12 @@ class GenerateActor:
         trust_remote_code: bool = False,
         ct2_path: str | None = None,
     ) -> None:
+        from xqg.models.resolve import localize
+
         self.run = RunDir(run_uri)
+        # "run:" refs (a non-local run) become this node's local copies before anything loads them.
+        model_path = localize(model_path, self.run)
+        ct2_path = localize(ct2_path, self.run) if ct2_path else ct2_path
         # Ray sets OMP_NUM_THREADS to the CPUs it gave this actor; use exactly those for the math libraries.
         threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or None
         extra = {"ct2_path": ct2_path} if backend == "ctranslate2" else {}

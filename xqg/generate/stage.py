@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -30,24 +31,26 @@ def corpus_texts(run: RunDir) -> Iterator[str]:
 
 def generator_model(config: Config, run: RunDir) -> str:
     """generate.model resolved (hub name, folder or scratch spec), else the run's trained <run>/models/qg."""
-    from xqg.models.resolve import resolve_model
+    from xqg.models.resolve import resolve_model, run_ref
 
     if config.generate.model is not None:
         return resolve_model(config.generate.model, run, lambda: corpus_texts(run))
-    path = run.local_path("models", "qg")
-    if not (Path(path) / "config.json").is_file():
+    if not run.exists("models/qg/config.json"):
         raise FileNotFoundError(
-            f"no trained query generator at {path}: run jobs/train_qg.py first, or set generate.model "
-            "(a hub name, a local Hugging Face folder or a scratch spec)"
+            f"no trained query generator at {run.path('models', 'qg')}: run jobs/train_qg.py first, or set "
+            "generate.model (a hub name, a local Hugging Face folder or a scratch spec)"
         )
-    return path
+    # Actors localize a "run:" ref themselves (each node gets its own copy of a remote run's model).
+    return run.path("models", "qg") if run.is_local else run_ref("models/qg")
 
 
-def _check_vllm(model_path: str, config: Config, use_gpu: bool) -> None:
+def _check_vllm(model_path: str, config: Config, use_gpu: bool, run: RunDir) -> None:
     """Fail on the driver, readably, when vLLM cannot run: no GPUs, an encoder-decoder model, no vllm."""
     import ray
 
-    if model_is_encoder_decoder(model_path, config.generate.trust_remote_code):
+    from xqg.models.resolve import localize
+
+    if model_is_encoder_decoder(localize(model_path, run), config.generate.trust_remote_code):
         raise ValueError(
             f"generate.backend 'vllm' cannot run the encoder-decoder model at {model_path}: vLLM has no T5/mT5 "
             "support. Use generate.backend 'ctranslate2' (fast, CPU and GPU) or 'hf'."
@@ -67,6 +70,25 @@ def _check_vllm(model_path: str, config: Config, use_gpu: bool) -> None:
         raise ValueError(INSTALL_HINT)
 
 
+def publish_ct2(run: RunDir, model_path: str, compute_type: str, trust_remote_code: bool) -> str:
+    """A non-local run: convert in a local temp folder, publish to models/ct2/<name>; return its "run:" ref."""
+    import tempfile
+
+    from xqg.generate.convert import SOURCE_FILE, ct2_dir_for, ensure_ct2_model, source_fingerprint
+    from xqg.models.resolve import localize, run_ref
+
+    source = localize(model_path, run)
+    rel = posixpath.join("models", "ct2", ct2_dir_for(model_path, "", compute_type).name)
+    marker = posixpath.join(rel, SOURCE_FILE)
+    # Reuse a published conversion of the same source files (same node cache: same paths and mtimes).
+    if run.exists(rel, "model.bin") and run.exists(marker) and run.read_json(marker) == source_fingerprint(source):
+        return run_ref(rel)
+    with tempfile.TemporaryDirectory(prefix="xqg-ct2-") as tmp:
+        out = ensure_ct2_model(source, Path(tmp) / "ct2", compute_type, trust_remote_code)
+        run.publish_dir(out, rel)
+    return run_ref(rel)
+
+
 def backend_kwargs(config: Config, run: RunDir, model_path: str, use_gpu: bool) -> dict[str, Any]:
     """Driver-side preparation of the backend (conversion, checks) -> extra actor constructor kwargs."""
     gen = config.generate
@@ -74,10 +96,12 @@ def backend_kwargs(config: Config, run: RunDir, model_path: str, use_gpu: bool) 
         from xqg.generate.convert import ct2_dir_for, ensure_ct2_model
 
         # Convert once here, before any actor starts; the lock guards against a concurrent job doing the same.
-        target = ct2_dir_for(model_path, run.local_path("models", "ct2"), gen.compute_type)
-        return {"ct2_path": ensure_ct2_model(model_path, target, gen.compute_type, gen.trust_remote_code)}
+        if run.is_local:
+            target = ct2_dir_for(model_path, run.path("models", "ct2"), gen.compute_type)
+            return {"ct2_path": ensure_ct2_model(model_path, target, gen.compute_type, gen.trust_remote_code)}
+        return {"ct2_path": publish_ct2(run, model_path, gen.compute_type, gen.trust_remote_code)}
     if gen.backend == "vllm":
-        _check_vllm(model_path, config, use_gpu)
+        _check_vllm(model_path, config, use_gpu, run)
     return {}
 
 

@@ -47,12 +47,16 @@ class DRTask:
     def __init__(
         self, data_uri: str, model_path: str, pooling: str, shared: bool, q_max_len: int, p_max_len: int,
         n_passages: int, temperature: float, gather: bool, seed: int, trust_remote_code: bool, meta: dict[str, Any],
+        run_uri: str | None = None,
     ) -> None:
         import pyarrow.parquet as pq
         from transformers import AutoTokenizer
 
-        from xqg.rundir import filesystem_for
+        from xqg.models.resolve import localize
+        from xqg.rundir import RunDir, filesystem_for
 
+        if run_uri is not None:  # a "run:" base model (non-local run): this worker's local copy
+            model_path = localize(model_path, RunDir(run_uri))
         fs, path = filesystem_for(data_uri)
         self.table = pq.read_table(path, filesystem=fs, columns=["query", "positives", "negatives"])
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
@@ -265,7 +269,7 @@ def run_train_dr(config: Config) -> StageSummary:
         "data_uri": data.uri, "model_path": model_path, "pooling": cfg.pooling, "shared": cfg.shared_encoder,
         "q_max_len": config.q_max_len, "p_max_len": config.p_max_len, "n_passages": cfg.train_n_passages,
         "temperature": cfg.temperature, "gather": cfg.gather_negatives, "seed": cfg.seed,
-        "trust_remote_code": cfg.trust_remote_code, "meta": meta,
+        "trust_remote_code": cfg.trust_remote_code, "run_uri": config.run_dir, "meta": meta,
     }
     outcome = fit("dr", task_args, settings, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                   max_failures=cfg.max_failures)

@@ -249,11 +249,10 @@ class MetricsLog:
     def append(self, *rows: dict[str, Any]) -> None:
         """Add lines."""
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        try:
-            path = self.run.local_path(self.rel)
-        except NotImplementedError:
+        if not self.run.is_local:
             self.run.write_text(self.rel, (self.run.read_text(self.rel) if self.run.exists(self.rel) else "") + text)
             return
+        path = self.run.path(self.rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)

@@ -48,13 +48,16 @@ class QGTask:
 
     def __init__(
         self, data_uri: str, model_path: str, template: str, max_input_len: int, max_target_len: int,
-        trust_remote_code: bool,
+        trust_remote_code: bool, run_uri: str | None = None,
     ) -> None:
         import pyarrow.parquet as pq
         from transformers import AutoTokenizer
 
-        from xqg.rundir import filesystem_for
+        from xqg.models.resolve import localize
+        from xqg.rundir import RunDir, filesystem_for
 
+        if run_uri is not None:  # a "run:" base model (non-local run): this worker's local copy
+            model_path = localize(model_path, RunDir(run_uri))
         fs, path = filesystem_for(data_uri)
         self.table = pq.read_table(path, filesystem=fs, columns=["lang", "query", "title", "text"])
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
@@ -170,7 +173,7 @@ def run_train_qg(config: Config) -> StageSummary:
     task_args = {
         "data_uri": data.uri, "model_path": model_path, "template": config.generate.template,
         "max_input_len": cfg.max_input_len, "max_target_len": cfg.max_target_len,
-        "trust_remote_code": cfg.trust_remote_code,
+        "trust_remote_code": cfg.trust_remote_code, "run_uri": config.run_dir,
     }
     outcome = fit("qg", task_args, settings, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                   max_failures=cfg.max_failures)
