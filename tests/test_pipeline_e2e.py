@@ -21,12 +21,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _submit(dashboard: str, run_dir: Path) -> str:
+def _submit(dashboard: str, run_dir: Path, env: dict[str, str]) -> str:
     cmd = [
         RAY, "job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--",
         "python", "jobs/pipeline.py", "--config", "configs/demo.yaml", "--set", f"run_dir={run_dir}",
     ]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "succeeded" in out.stdout, out.stdout[-4000:]
     return out.stdout
@@ -50,7 +50,11 @@ def test_demo_pipeline_through_ray_job_submit(tmp_path: Path) -> None:
     if ray.is_initialized():  # `ray stop` below would pull the in-process cluster from under it
         ray.shutdown()
     port, dash = _free_port(), _free_port()
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    # As in an activated virtualenv: the job's `python` is this interpreter.
+    env = {**os.environ, "RAY_ADDRESS": "", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # Ray turns token auth on by itself when ~/.ray/auth_token exists (left by any earlier Ray); this
+    # throwaway localhost cluster and its client must agree, so it is off for both.
+    env["RAY_AUTH_MODE"] = "disabled"
     subprocess.run(
         [RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
          "--include-dashboard=true", "--disable-usage-stats"],
@@ -58,7 +62,7 @@ def test_demo_pipeline_through_ray_job_submit(tmp_path: Path) -> None:
     )
     try:
         run_dir = tmp_path / "run"
-        first = _submit(f"http://127.0.0.1:{dash}", run_dir)
+        first = _submit(f"http://127.0.0.1:{dash}", run_dir, env)
         report = json.loads((run_dir / "reports" / "xqg.json").read_text(encoding="utf-8"))
         langs = ["ar", "bn", "fi", "ja", "ko", "ru", "te"]
         for run_label in ("baseline", "+xQG"):
@@ -72,7 +76,7 @@ def test_demo_pipeline_through_ray_job_submit(tmp_path: Path) -> None:
 
         # A second submission finds every stage complete, does no work and prints the same report.
         before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.parquet")}
-        second = _submit(f"http://127.0.0.1:{dash}", run_dir)
+        second = _submit(f"http://127.0.0.1:{dash}", run_dir, env)
         assert "nothing to do: every stage was already complete" in second
         assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.parquet")} == before
         table = _report_table(first)
