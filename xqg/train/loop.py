@@ -48,6 +48,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from xqg.rundir import RunDir, filesystem_for
+from xqg.summary import StageSummary
 
 log = logging.getLogger(__name__)
 
@@ -593,6 +594,19 @@ def copy_model(checkpoint_uri: str, run: RunDir, rel: str) -> None:
     run.makedirs(tmp)
     pafs.copy_files(src, run.path(tmp), source_filesystem=src_fs, destination_filesystem=run.fs)
     run.fs.move(run.path(tmp), run.path(rel))
+
+
+def finished_training(run: RunDir, stage: str, name: str, started: float) -> StageSummary | None:
+    """The skip summary of a training whose model is already saved and marked; None when it must run."""
+    if not run.is_done(stage, "model"):
+        return None
+    info = run.read_marker(stage, "model")
+    model = run.path("models", name)
+    return StageSummary(
+        stage, rows_in=info["rows_in"], rows_out=info["rows_out"], rejected=info["rejected"], units_skipped=1,
+        seconds=time.perf_counter() - started, extra={"model": model},
+        message=f"already trained: {model} (remove {run.path('_done', stage)} to retrain)",
+    )
 
 
 def summarize_metrics(rows: list[dict[str, Any]], driver_id: str) -> dict[str, Any]:

@@ -146,18 +146,16 @@ def prepare_qg_data(config: Config, run: RunDir, has_checkpoints: bool) -> Prepa
 def run_train_qg(config: Config) -> StageSummary:
     """Fine-tune the generator on Ray Train (resuming from checkpoints); save <run>/models/qg; mark done."""
     from xqg.models.resolve import resolve_model
-    from xqg.train.loop import LoopSettings, checkpoint_names, copy_model, experiment_uri, fit, summarize_metrics
+    from xqg.train.loop import (
+        LoopSettings, checkpoint_names, copy_model, experiment_uri, finished_training, fit, summarize_metrics,
+    )
 
     t0 = time.perf_counter()
     cfg = config.train_qg
     run = RunDir(config.run_dir)
-    if run.is_done(STAGE, "model"):
-        info = run.read_marker(STAGE, "model")
-        return StageSummary(
-            STAGE, rows_in=info["rows_in"], rows_out=info["rows_out"], rejected=info["rejected"], units_skipped=1,
-            seconds=time.perf_counter() - t0, extra={"model": run.path("models", NAME)},
-            message=f"already trained: {run.path('models', NAME)} (remove {run.path('_done', STAGE)} to retrain)",
-        )
+    done = finished_training(run, STAGE, NAME, t0)
+    if done is not None:
+        return done
     run.write_config(config, STAGE)
     exp = experiment_uri(run, NAME)
     data = prepare_qg_data(config, run, has_checkpoints=bool(checkpoint_names(exp)))
