@@ -21,6 +21,10 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--config", "-c", help="YAML config file (defaults when omitted)")
     p.add_argument(
+        "--keep-stale", action="store_true",
+        help="keep complete units whose inputs changed since they were made (they are counted, not redone)",
+    )
+    p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set generate.num_queries=3 (repeatable)",
     )
@@ -92,6 +96,8 @@ def run_job(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config, args.overrides)
+        if args.keep_stale:
+            config.keep_stale = True
         if needs_ray:
             init_ray(config)
         result = stage(config, args)
@@ -107,4 +113,6 @@ def run_job(
     summaries = result if isinstance(result, list) else [result]
     for s in summaries:
         print(s.render())
-    return 0 if all(s.balanced for s in summaries) else 3
+    if not all(s.balanced for s in summaries):
+        return 3
+    return 0 if all(s.ok for s in summaries) else 1

@@ -6,6 +6,7 @@ import json
 import posixpath
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 
 from xqg.config import Config
 
+MARKERS = "_done"
 REJECT_SCHEMA = pa.schema(
     [("unit", pa.string()), ("key", pa.string()), ("reason", pa.string()), ("raw", pa.string())]
 )
@@ -65,6 +67,12 @@ class RunDir:
         if not isinstance(self.fs, pafs.LocalFileSystem):
             raise NotImplementedError(f"{self.uri} is not local; models must be staged locally")
         return self.path(*parts)
+
+    @property
+    def worker_uri(self) -> str:
+        """The run's address for other processes: an absolute path for a local run (a Ray Train worker's
+        working directory is not the driver's, so a relative path would land elsewhere)."""
+        return self.root if self.is_local else self.uri
 
     @property
     def is_local(self) -> bool:
@@ -188,35 +196,88 @@ class RunDir:
     # ---- markers ------------------------------------------------------------------
     def marker_path(self, stage: str, unit: str) -> str:
         """Relative path of a unit's completion marker."""
-        return posixpath.join("_done", stage, f"{unit}.json")
+        return posixpath.join(MARKERS, stage, f"{unit}.json")
 
     def is_done(self, stage: str, unit: str) -> bool:
         """True when the unit has its completion marker."""
         return self.exists(self.marker_path(stage, unit))
 
-    def mark_done(self, stage: str, unit: str, **info: Any) -> None:
+    def mark_done(self, stage: str, unit: str, **info: Any) -> dict[str, Any]:
         """Write a unit's completion marker; call only after its output is complete and counted."""
-        self.write_json(self.marker_path(stage, unit), {"unit": unit, "finished_at": time.time(), **info})
+        marker = {"unit": unit, "finished_at": time.time(), **info}
+        self.write_json(self.marker_path(stage, unit), marker)
+        return marker
 
     def read_marker(self, stage: str, unit: str) -> dict[str, Any]:
         """The info saved with a unit's marker."""
         return self.read_json(self.marker_path(stage, unit))
 
+    def unmark(self, stage: str, unit: str) -> None:
+        """Remove a unit's marker (before its output is redone)."""
+        self.remove(self.marker_path(stage, unit))
+
     def done_units(self, stage: str) -> set[str]:
-        """Units of a stage that have a marker (unit names may contain '/' as folders)."""
-        base = self.path("_done", stage)
-        if self.fs.get_file_info(base).type != pafs.FileType.Directory:
-            return set()
-        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        """Units of a stage that have a marker (one listing; unit names may contain '/' as folders)."""
+        return set(self._marker_listing(stage))
+
+    def markers(self, stage: str, known: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+        """Every marker of a stage, read in bulk: one listing, one cache file, parallel reads of new markers only.
+
+        The cache (_done/<stage>.cache.json) maps each marker to its size and mtime when it was read; markers
+        whose file is unchanged come from it, so a rerun over thousands of complete units costs a constant
+        number of filesystem calls however many units there are. `known` holds markers this process wrote itself
+        (no need to read them back).
+        """
+        listing = self._marker_listing(stage)
+        cache_rel = posixpath.join(MARKERS, f"{stage}.cache.json")
+        cached: dict[str, Any] = {}
+        if listing and self.exists(cache_rel):
+            try:
+                cached = self.read_json(cache_rel)
+            except (OSError, ValueError):
+                cached = {}
+        out: dict[str, dict[str, Any]] = {}
+        todo: list[str] = []
+        for unit, stamp in listing.items():
+            hit = cached.get(unit)
+            if hit is not None and hit.get("stamp") == stamp:
+                out[unit] = hit["marker"]
+            elif known is not None and unit in known:
+                out[unit] = known[unit]
+            else:
+                todo.append(unit)
+        if todo:
+            with ThreadPoolExecutor(max_workers=min(32, len(todo))) as pool:
+                for unit, marker in zip(todo, pool.map(self._read_marker_or_none, [(stage, u) for u in todo])):
+                    if marker is not None:  # gone between listing and read: not done
+                        out[unit] = marker
+        if len(cached) != len(out) or any(cached[u].get("stamp") != listing[u] for u in out if u in cached):
+            self.write_json(cache_rel, {u: {"stamp": listing[u], "marker": m} for u, m in out.items()})
+        return out
+
+    def _read_marker_or_none(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        try:
+            return self.read_marker(*key)
+        except (FileNotFoundError, OSError, ValueError):
+            return None
+
+    def _marker_listing(self, stage: str) -> dict[str, list[int]]:
+        """unit -> [size, mtime_ns] of every marker file of a stage, from one recursive listing."""
+        base = self.path(MARKERS, stage)
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
         return {
-            posixpath.relpath(i.path, base)[: -len(".json")]
+            posixpath.relpath(i.path, base)[: -len(".json")]: [int(i.size or 0), int(i.mtime_ns or 0)]
             for i in infos
-            if i.type == pafs.FileType.File and i.path.endswith(".json")
+            if i.type == pafs.FileType.File and i.path.endswith(".json") and ".tmp-" not in i.path
         }
 
     def clear_markers(self, stage: str) -> None:
         """Forget every marker of a stage (a forced redo)."""
-        self.remove("_done", stage)
+        self.remove(MARKERS, stage)
+        self.remove(MARKERS, f"{stage}.cache.json")
 
     # ---- rejects ------------------------------------------------------------------
     def write_rejects(self, stage: str, unit: str, rows: Iterable[dict[str, Any]]) -> int:
@@ -252,8 +313,7 @@ class RunDir:
     # ---- shards -------------------------------------------------------------------
     def corpus_shards(self) -> list[int]:
         """Shard numbers of the ingested corpus, from the ingest markers (only complete shards)."""
-        done = self.done_units("ingest")
-        shards = sorted(parse_shard(u) for u in done if u.startswith("shard="))
+        shards = sorted(parse_shard(u) for u in self.done_units("ingest") if u.startswith("shard="))
         if not shards:
             raise FileNotFoundError(f"no ingested corpus in {self.uri}: run jobs/ingest.py first")
         return shards

@@ -16,6 +16,9 @@ class StageSummary:
     rejected: int = 0
     units_done: int = 0
     units_skipped: int = 0
+    units_stale: int = 0
+    units_kept_stale: int = 0
+    units_failed: int = 0
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     message: str = ""
@@ -25,16 +28,26 @@ class StageSummary:
         """True when every input row is accounted for."""
         return self.rows_in == self.rows_out + self.rejected
 
+    @property
+    def ok(self) -> bool:
+        """True when the counts add up and every planned unit is marked (exit status 0)."""
+        return self.balanced and self.units_failed == 0
+
     def render(self) -> str:
         """A small aligned table for the terminal."""
         rows: list[tuple[str, Any]] = [
             ("units done", self.units_done),
             ("units skipped (complete)", self.units_skipped),
+            ("units redone (inputs changed)", self.units_stale),
             ("rows in", self.rows_in),
             ("rows out", self.rows_out),
             ("rows rejected", self.rejected),
             ("wall time", f"{self.seconds:.1f} s"),
         ]
+        if self.units_kept_stale:
+            rows.append(("units kept stale (--keep-stale)", self.units_kept_stale))
+        if self.units_failed:
+            rows.append(("units FAILED (left unmarked)", self.units_failed))
         if self.seconds > 0 and self.rows_out:
             rows.append(("throughput", f"{self.rows_out / self.seconds:,.1f} rows/s"))
         rows += [(k, _fmt(v)) for k, v in self.extra.items()]
@@ -51,7 +64,8 @@ class StageSummary:
         """JSON-friendly form, written next to the stage's markers."""
         return {
             "stage": self.stage, "rows_in": self.rows_in, "rows_out": self.rows_out, "rejected": self.rejected,
-            "units_done": self.units_done, "units_skipped": self.units_skipped, "seconds": round(self.seconds, 3),
+            "units_done": self.units_done, "units_skipped": self.units_skipped, "units_stale": self.units_stale,
+            "units_kept_stale": self.units_kept_stale, "units_failed": self.units_failed, "seconds": round(self.seconds, 3),
             "extra": self.extra, "message": self.message,
         }
 

@@ -1,0 +1,182 @@
+"""The run-directory layout: every stage name, unit name, output folder, index, query set, run and report name.
+
+Stages never type a path of another stage by hand; they ask here. Names that users choose (fused sets, indexes,
+query sets, runs) pass through `check_name` before they become paths.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from xqg.config import Config
+from xqg.rundir import parse_shard, shard_name
+
+INGEST, TRAIN_QG, GENERATE, TRAIN_DR, ENCODE, FUSE, INDEX, SEARCH, EVALUATE = (
+    "ingest", "train_qg", "generate", "train_dr", "encode", "fuse", "index", "search", "evaluate",
+)
+STAGES: tuple[str, ...] = (INGEST, TRAIN_QG, GENERATE, TRAIN_DR, ENCODE, FUSE, INDEX, SEARCH, EVALUATE)
+PART = "part-00000.parquet"
+
+# encode targets; each is also the first folder of its units under embeddings/
+PASSAGES, GENERATED, QUERIES = "passages", "generated", "queries"
+BASELINE = "baseline"
+
+
+def check_name(kind: str, value: str) -> str:
+    """A user-chosen name that becomes one path part: plain, no separators, nothing that leaves the run."""
+    if not value or "/" in value or "\\" in value or value.startswith(".") or "\x00" in value or value != value.strip():
+        raise ValueError(f"{kind} {value!r} must be a plain folder name (no '/', no leading '.')")
+    return value
+
+
+# ---- ingest ------------------------------------------------------------------------------------------------
+def corpus_unit(shard: int) -> str:
+    """shard=NNNNN: an ingest unit and its corpus folder's name."""
+    return shard_name(shard)
+
+
+def corpus_dir(shard: int) -> str:
+    """corpus/shard=NNNNN."""
+    return posixpath.join("corpus", shard_name(shard))
+
+
+def query_set_unit(name: str) -> str:
+    """queries=<set>: the ingest unit of a query set."""
+    return f"queries={check_name('query set', name)}"
+
+
+def query_set_dir(name: str) -> str:
+    """queries/<set>."""
+    return posixpath.join("queries", check_name("query set", name))
+
+
+# ---- generate ----------------------------------------------------------------------------------------------
+def generated_unit(lang: str, shard: int) -> str:
+    """lang=xx/shard=NNNNN: a generate unit (its marker, rejects and output folder name)."""
+    return f"lang={lang}/{shard_name(shard)}"
+
+
+def generated_dir(lang: str, shard: int) -> str:
+    """generated/lang=xx/shard=NNNNN."""
+    return posixpath.join("generated", generated_unit(lang, shard))
+
+
+def parse_lang_shard(unit: str) -> tuple[str, int] | None:
+    """'lang=ar/shard=00002' -> ('ar', 2); None for other names."""
+    parts = unit.split("/")
+    if len(parts) != 2 or not parts[0].startswith("lang=") or not parts[1].startswith("shard="):
+        return None
+    return parts[0][len("lang="):], parse_shard(parts[1])
+
+
+# ---- encode ------------------------------------------------------------------------------------------------
+def generated_variant(num_queries: int | None) -> str:
+    """Folder of the generated-query sums: 'generated' (all queries) or 'generated-k{k}' (first k of each list)."""
+    return GENERATED if num_queries is None else f"{GENERATED}-k{num_queries}"
+
+
+def passages_unit(shard: int) -> str:
+    """passages/shard=NNNNN."""
+    return posixpath.join(PASSAGES, shard_name(shard))
+
+
+def generated_sum_unit(variant: str, lang: str, shard: int) -> str:
+    """generated[-kK]/lang=xx/shard=NNNNN."""
+    return posixpath.join(variant, generated_unit(lang, shard))
+
+
+def queries_unit(name: str) -> str:
+    """queries/<set>."""
+    return posixpath.join(QUERIES, check_name("query set", name))
+
+
+def embeddings_dir(unit: str) -> str:
+    """Folder (relative to the run) that holds an encode unit's embeddings."""
+    return posixpath.join("embeddings", unit)
+
+
+def parse_generated_sum_unit(unit: str) -> tuple[str, str, int] | None:
+    """'generated-k3/lang=ar/shard=00002' -> ('generated-k3', 'ar', 2); None for other units."""
+    head, _, rest = unit.partition("/")
+    parsed = parse_lang_shard(rest)
+    if not head.startswith(GENERATED) or parsed is None:
+        return None
+    return head, parsed[0], parsed[1]
+
+
+# ---- fuse, index -------------------------------------------------------------------------------------------
+def fused_set(config: Config) -> str:
+    """The configured fused set's name (never 'baseline': that is the index of the plain passage embeddings)."""
+    name = check_name("fuse.name", config.fuse.name)
+    if name in (BASELINE, PASSAGES):
+        raise ValueError(f"fuse.name {name!r} is reserved for the baseline index; choose another name")
+    return name
+
+
+def fused_unit(name: str, shard: int) -> str:
+    """<set>/shard=NNNNN."""
+    return posixpath.join(check_name("fused set", name), shard_name(shard))
+
+
+def fused_dir(unit: str) -> str:
+    """fused/<set>/shard=NNNNN."""
+    return posixpath.join("fused", unit)
+
+
+def index_name(name: str) -> str:
+    """'passages' and 'baseline' name the baseline index; any other name is a fused set's."""
+    return BASELINE if name in (BASELINE, PASSAGES) else check_name("index", name)
+
+
+def index_dir(name: str) -> str:
+    """index/<name>."""
+    return posixpath.join("index", index_name(name))
+
+
+def index_unit(name: str, shard: int) -> str:
+    """<index>/shard=NNNNN: one FAISS shard of an index."""
+    return posixpath.join(index_name(name), shard_name(shard))
+
+
+def index_names(config: Config) -> list[str]:
+    """The baseline (passage embeddings alone) and the +xQG (fused) index, compared by evaluate."""
+    return [BASELINE, fused_set(config)]
+
+
+# ---- search, evaluate --------------------------------------------------------------------------------------
+def default_query_set(config: Config, encoded: list[str] | None = None) -> str:
+    """The query set runs are plainly named for: the first configured set, else search.query_set, else the only
+    encoded one."""
+    if config.queries:
+        return config.queries[0].name
+    if config.search.query_set:
+        return check_name("search.query_set", config.search.query_set)
+    if encoded is not None and len(encoded) == 1:
+        return encoded[0]
+    raise ValueError(
+        f"which query set? none is configured and {len(encoded or [])} are encoded ({encoded or []}): "
+        "add one under `queries:` or pass --queries"
+    )
+
+
+def query_set_name(config: Config, encoded: list[str] | None = None) -> str:
+    """The query set searched and scored: search.query_set, else the default set."""
+    if config.search.query_set:
+        return check_name("search.query_set", config.search.query_set)
+    return default_query_set(config, encoded)
+
+
+def run_name(index: str, query_set: str, default_set: str) -> str:
+    """A run file's name: the index name for the default query set, '<index>.<set>' for another."""
+    index = index_name(index)
+    return index if query_set == default_set else f"{index}.{check_name('query set', query_set)}"
+
+
+def run_file(name: str, ext: str = "tsv") -> str:
+    """runs/<name>.<ext>."""
+    return posixpath.join("runs", f"{check_name('run', name)}.{ext}")
+
+
+def report_name(config: Config) -> str:
+    """reports/<name>.*: named after the +xQG run it compares with the baseline."""
+    return run_name(fused_set(config), query_set_name(config), default_query_set(config))

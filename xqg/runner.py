@@ -1,0 +1,253 @@
+"""The one stage runner: plans units, reads markers in bulk, decides pending/done/stale, runs, marks, summarises.
+
+A unit's marker records what the unit was made from (its `inputs`: upstream units' fingerprints, model content
+hashes, the parameters that change its output) and `fingerprint`, a hash of those inputs. A unit whose marker
+holds another fingerprint than the one planned now is stale: it is redone (or kept, with --keep-stale, and said
+so); nothing stale is skipped silently. Every stage decides pending/done/stale here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from xqg.rundir import RunDir
+from xqg.summary import StageSummary
+
+log = logging.getLogger(__name__)
+
+# Marker fields that say when or where a unit ran, not what it was made from.
+VOLATILE = frozenset({"finished_at", "seconds", "actor", "unit"})
+
+
+def fingerprint(obj: Any) -> str:
+    """A short stable hash of JSON-able data (key order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def marker_fingerprint(marker: dict[str, Any]) -> str:
+    """What a downstream unit records of an upstream marker: its fingerprint, else a hash of its content."""
+    fp = marker.get("fingerprint")
+    if isinstance(fp, str) and fp:
+        return fp
+    return fingerprint({k: v for k, v in marker.items() if k not in VOLATILE})
+
+
+@dataclass
+class Unit:
+    """One unit of work: its name, what it is made from, what the worker needs, and the rows its input owes."""
+
+    name: str
+    inputs: dict[str, Any]
+    payload: dict[str, Any] = field(default_factory=dict)
+    expected: int | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the inputs; a marker with another one is stale."""
+        return fingerprint(self.inputs)
+
+
+@dataclass
+class Plan:
+    """The planned units split into what to do and what is done."""
+
+    units: list[Unit]
+    todo: list[Unit]
+    done: list[Unit]
+    stale: list[Unit]
+    kept_stale: list[Unit]
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (what Ray Data hands back) as plain Python values."""
+    return value.item() if hasattr(value, "item") else value
+
+
+class StageRunner:
+    """Plan, run and mark the units of one stage; owns the stage's summary and its exit status."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        stage: str,
+        *,
+        label: str | None = None,
+        keep_stale: bool = False,
+        outputs: Callable[[str], Iterable[str]] | None = None,
+    ) -> None:
+        self.run, self.stage, self.keep_stale = run, stage, keep_stale
+        self.outputs = outputs  # unit name -> run-relative paths a redo must clear first
+        self.summary = StageSummary(label or stage)
+        self.failed: list[str] = []
+        self._started = time.perf_counter()
+        self._markers: dict[str, dict[str, dict[str, Any]]] = {}
+
+    # ---- markers -----------------------------------------------------------------------------------------
+    def markers(self, stage: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every marker of this (or an upstream) stage, read in bulk once per runner."""
+        stage = stage or self.stage
+        if stage not in self._markers:
+            self._markers[stage] = self.run.markers(stage)
+        return self._markers[stage]
+
+    def upstream(self, stage: str, unit: str) -> dict[str, Any]:
+        """An upstream unit's marker, or a clear error naming the stage to run."""
+        marker = self.markers(stage).get(unit)
+        if marker is None:
+            raise FileNotFoundError(f"{stage} unit {unit!r} is not complete in {self.run.uri}: run jobs/{stage}.py first")
+        return marker
+
+    def upstream_fingerprint(self, stage: str, unit: str) -> str:
+        """The fingerprint a downstream unit records for an upstream unit."""
+        return marker_fingerprint(self.upstream(stage, unit))
+
+    # ---- planning ----------------------------------------------------------------------------------------
+    def plan(self, units: list[Unit]) -> Plan:
+        """Split units into done (marker with the same fingerprint), stale (another fingerprint) and new."""
+        names = [u.name for u in units]
+        if len(set(names)) != len(names):
+            raise RuntimeError(f"{self.stage}: duplicate unit names in the plan")
+        markers = self.markers()
+        todo, done, stale, kept = [], [], [], []
+        for unit in units:
+            marker = markers.get(unit.name)
+            if marker is None:
+                todo.append(unit)
+            elif marker_fingerprint(marker) == unit.fingerprint:
+                done.append(unit)
+            else:
+                stale.append(unit)
+                (kept if self.keep_stale else todo).append(unit)
+        self.summary.units_skipped += len(done)
+        self.summary.units_stale += len(stale) - len(kept)
+        self.summary.units_kept_stale += len(kept)
+        if stale:
+            example = self._changed(markers[stale[0].name], stale[0])
+            verb = "kept as they are (--keep-stale)" if self.keep_stale else "redone"
+            log.warning("%s: %d unit(s) were made from other inputs and are %s, e.g. %s (%s)",
+                        self.stage, len(stale), verb, stale[0].name, example)
+        return Plan(units, todo, done, stale, kept)
+
+    @staticmethod
+    def _changed(marker: dict[str, Any], unit: Unit) -> str:
+        """Which inputs differ between a marker and the plan (for the log line)."""
+        old = marker.get("inputs")
+        if not isinstance(old, dict):
+            return "the marker records no inputs"
+        keys = sorted(k for k in set(old) | set(unit.inputs) if old.get(k) != unit.inputs.get(k))
+        return "changed: " + ", ".join(keys) if keys else "changed inputs"
+
+    # ---- running -----------------------------------------------------------------------------------------
+    def prepare(self, unit: Unit) -> None:
+        """Before a unit is (re)done: drop its marker, its rejects and any output of an earlier try."""
+        self.run.unmark(self.stage, unit.name)
+        self.markers().pop(unit.name, None)
+        self.run.remove("rejects", self.stage, f"{unit.name}.parquet")
+        for rel in self.outputs(unit.name) if self.outputs else ():
+            self.run.remove(rel)
+
+    def finish(
+        self, unit: Unit, *, rows_in: int, rows_out: int, rejected: int, written: int | None = None,
+        count: bool = True, empty_ok: bool = False, **info: Any,
+    ) -> bool:
+        """Count a finished unit and mark it, unless its rows do not add up (then it stays unmarked).
+
+        count=False marks without adding to the summary (parts of a unit that is counted as a whole).
+        """
+        rows_in, rows_out, rejected = int(rows_in), int(rows_out), int(rejected)
+        owed = unit.expected if unit.expected is not None else rows_in
+        if count:
+            self.summary.rows_in += owed
+            self.summary.rows_out += rows_out
+            self.summary.rejected += rejected
+        problems = []
+        if rows_in != owed:
+            problems.append(f"read {rows_in} rows, its input holds {owed}")
+        if rows_in != rows_out + rejected:
+            problems.append(f"{rows_in} in != {rows_out} out + {rejected} rejected")
+        if written is not None and written != rows_out:
+            problems.append(f"{written} rows written, {rows_out} reported")
+        if rows_in > 0 and rows_out == 0 and not empty_ok:
+            problems.append(f"no row out of {rows_in} (every row rejected: see rejects/{self.stage}/)")
+        if problems:
+            self.fail(unit, "; ".join(problems))
+            return False
+        marker = self.run.mark_done(
+            self.stage, unit.name, fingerprint=unit.fingerprint, inputs=unit.inputs, rows_in=rows_in,
+            rows_out=rows_out, rejected=rejected, **{k: _plain(v) for k, v in info.items()},
+        )
+        self.markers()[unit.name] = marker
+        self.summary.units_done += int(count)
+        return True
+
+    def fail(self, unit: Unit, reason: str) -> None:
+        """A unit that could not be completed: left unmarked, named in the summary, the exit status non-zero."""
+        self.failed.append(f"{unit.name}: {reason}")
+        log.error("%s %s left unmarked: %s", self.stage, unit.name, reason)
+
+    def run_local(self, units: list[Unit], work: Callable[[Unit], dict[str, Any]], desc: str | None = None) -> None:
+        """Do units one by one in this process; work returns rows_in/rows_out/rejected and marker info."""
+        for unit in tqdm(units, desc=desc or self.summary.stage, unit="unit", disable=len(units) < 2):
+            self.prepare(unit)
+            try:
+                result = work(unit)
+            except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
+                self.fail(unit, f"{type(e).__name__}: {e}")
+                continue
+            self.finish(unit, **result)
+
+    def run_actors(
+        self,
+        units: list[Unit],
+        actor_cls: type,
+        constructor_kwargs: dict[str, Any],
+        *,
+        concurrency: int,
+        num_gpus: float,
+        desc: str,
+        rate_key: str = "rows_out",
+        rate_unit: str = "rows",
+        on_result: Callable[[Unit, dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> float:
+        """Stream units through a Ray Data actor pool; each result is counted and marked as it arrives."""
+        from xqg.units import run_units
+
+        for unit in units:
+            self.prepare(unit)
+        by_name = {u.name: u for u in units}
+
+        def handle(row: dict[str, Any]) -> None:
+            row = {k: _plain(v) for k, v in row.items()}
+            unit = by_name[str(row.pop("unit"))]
+            extra = on_result(unit, row) if on_result else {}
+            info = {k: v for k, v in row.items() if k not in unit.payload}
+            info.update(extra)
+            self.finish(unit, **info)
+
+        rows = [{"unit": u.name, **u.payload} for u in units]
+        return run_units(rows, actor_cls, constructor_kwargs, concurrency=concurrency, num_gpus=num_gpus,
+                         on_result=handle, desc=desc, rate_key=rate_key, rate_unit=rate_unit)
+
+    def close(self, message: str = "") -> StageSummary:
+        """The stage's summary: timings, failures (which make the exit status non-zero) and a message."""
+        s = self.summary
+        if self.stage in self._markers and (s.units_done or self.failed):
+            self.run.markers(self.stage, known=self._markers[self.stage])  # refresh the bulk cache for the next job
+        s.seconds = time.perf_counter() - self._started
+        s.units_failed = len(self.failed)
+        lines = [message] if message else []
+        if self.failed:
+            lines.append(f"{len(self.failed)} unit(s) left unmarked:\n  " + "\n  ".join(self.failed[:20]))
+        elif not message and not s.units_done and not s.units_stale and s.units_skipped:
+            lines.append("every unit is complete and up to date: nothing to do")
+        s.message = "\n".join(lines)
+        return s
