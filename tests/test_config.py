@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,10 +62,22 @@ def test_unknown_key_in_yaml_file(tmp_path: Path) -> None:
 def test_vllm_with_mt5_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="vLLM has no T5/mT5 support.*ctranslate2"):
         load_config(None, ["generate.backend=vllm", "generate.model=google/mt5-base"])
-    with pytest.raises(ConfigError, match="vLLM"):
+    # the run's own generator, trained from a scratch mT5
+    with pytest.raises(ConfigError, match="encoder-decoder model 'mt5': vLLM has no T5/mT5 support"):
         load_config(None, ["generate.backend=vllm", "train_qg.model.scratch=mt5"])
     # a decoder-only generator is fine
     assert load_config(None, ["generate.backend=vllm", "generate.model=Qwen/Qwen2.5-0.5B"]).generate.backend == "vllm"
+
+
+def test_validating_a_backend_imports_no_heavy_package() -> None:
+    # The driver and the CLI load configs on machines without GPUs (and without vllm): keep that cheap.
+    code = (
+        "import sys; from xqg.config import load_config\n"
+        "for b in ('hf', 'ctranslate2', 'vllm'): load_config(None, [f'generate.backend={b}', 'generate.model=x/gpt2'])\n"
+        "print(sorted({'torch', 'transformers', 'ctranslate2', 'vllm', 'ray'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_bad_override_syntax() -> None:

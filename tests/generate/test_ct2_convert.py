@@ -1,13 +1,20 @@
-"""CTranslate2 conversion: done once, reused, redone when the source model changes, serialised by a lock."""
+"""CTranslate2 conversion: done once, reused, redone when the source changes, locked, published for a run."""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import threading
+import uuid
+from dataclasses import asdict
 from pathlib import Path
 
+from xqg.config import GenerateConfig
+from xqg.generate.actor import GenerateActor
+from xqg.generate.backends import SamplingSettings, prepare_backend
+from xqg.generate.backends.ctranslate2 import CT2Backend
 from xqg.generate.convert import ct2_dir_for, ensure_ct2_model
+from xqg.rundir import RunDir
 
 
 def test_conversion_is_cached_and_redone_only_when_the_source_changes(tiny_mt5_dir, tmp_path, caplog):
@@ -38,3 +45,33 @@ def test_concurrent_callers_convert_once(tiny_mt5_dir, tmp_path, caplog):
             t.join()
     assert results == [str(out)] * 3 and Path(out, "model.bin").is_file()
     assert sum("to CTranslate2" in r.message for r in caplog.records) == 1
+
+
+def _conversions(caplog) -> int:
+    return sum("to CTranslate2" in r.message for r in caplog.records)
+
+
+def test_ct2_prepare_converts_into_a_local_run_once(tiny_mt5_dir, tmp_path, caplog):
+    run = RunDir(str(tmp_path / "run"))
+    gen = GenerateConfig(backend="ctranslate2", compute_type="float32")
+    with caplog.at_level(logging.INFO, logger="xqg.generate.convert"):
+        first = prepare_backend(gen, run, tiny_mt5_dir, use_gpu=False)
+        again = prepare_backend(gen, run, tiny_mt5_dir, use_gpu=False)
+    assert first == again and Path(first["ct2_path"], "model.bin").is_file()
+    assert Path(first["ct2_path"]).parent == Path(run.path("models", "ct2")) and _conversions(caplog) == 1
+    assert CT2Backend.localize_kwargs(first, run) == first  # a local run's folder is already on every node
+
+
+def test_ct2_prepare_publishes_for_a_non_local_run_and_the_actor_gets_a_local_copy(tiny_mt5_dir, caplog):
+    run = RunDir(f"memory://xqg-ct2-{uuid.uuid4().hex}")
+    gen = GenerateConfig(backend="ctranslate2", compute_type="float32")
+    with caplog.at_level(logging.INFO, logger="xqg.generate.convert"):
+        prepared = prepare_backend(gen, run, tiny_mt5_dir, use_gpu=False)
+        assert prepare_backend(gen, run, tiny_mt5_dir, use_gpu=False) == prepared
+    assert prepared["ct2_path"].startswith("run:models/ct2/") and _conversions(caplog) == 1
+    sampling = SamplingSettings(num_queries=2, max_new_tokens=4, max_input_len=32)
+    actor = GenerateActor(
+        run.uri, tiny_mt5_dir, "ctranslate2", asdict(sampling), gen.template, seed=1, batch_size=2,
+        use_gpu=False, compute_type="float32", **prepared,
+    )
+    assert Path(actor.backend.ct2_path, "model.bin").is_file()

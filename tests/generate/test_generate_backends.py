@@ -1,4 +1,4 @@
-"""Backends: n strings per prompt, seeded reproducibility, HF vs CTranslate2 agreement, vLLM without vllm."""
+"""Backends: n strings per prompt, seeded reproducibility, HF vs CTranslate2 agreement, vLLM without vllm, hooks."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from xqg.config import ConfigError, load_config
-from xqg.generate.backends import BackendUnavailable, SamplingSettings, make_backend
+from xqg.config import ConfigError, GenerateConfig, load_config
+from xqg.generate.backends import BackendUnavailable, SamplingSettings, backend_class, make_backend, prepare_backend
 from xqg.generate.convert import ensure_ct2_model
+from xqg.rundir import RunDir
 
 PROMPTS = [
     "Generate a Arabic question for this passage: Velvoness Velvoness is a market town in the Yutova region.",
@@ -164,3 +165,36 @@ def test_vllm_backend_sends_token_prompts_with_one_seeded_request_each(tiny_caus
         make_backend("vllm", tiny_mt5_dir, settings(), device="cuda")
     with pytest.raises(BackendUnavailable, match="needs a GPU"):
         make_backend("vllm", tiny_causal_dir, settings(), device="cpu")
+
+
+def test_hf_needs_no_driver_side_preparation(tiny_mt5_dir, tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    assert prepare_backend(GenerateConfig(backend="hf"), run, tiny_mt5_dir, use_gpu=False) == {}
+    assert not Path(run.path("models")).exists()
+
+
+def test_vllm_prepare_fails_on_the_driver_for_an_mt5_model_or_no_gpus(tiny_mt5_dir, tiny_causal_dir, tmp_path):
+    run, gen = RunDir(str(tmp_path / "run")), GenerateConfig(backend="vllm")
+    with pytest.raises(ValueError, match="vLLM has no T5/mT5 support"):
+        prepare_backend(gen, run, tiny_mt5_dir, use_gpu=True)
+    with pytest.raises(ValueError, match="needs GPUs"):
+        prepare_backend(gen, run, tiny_causal_dir, use_gpu=False)
+
+
+def test_output_params_name_what_changes_the_text():
+    int8, fp16 = GenerateConfig(compute_type="int8"), GenerateConfig(compute_type="float16")
+    assert backend_class("ctranslate2").output_params(int8) == {"backend": "ctranslate2", "compute_type": "int8"}
+    # hf and vllm run CTranslate2-only types as 'auto': the same text as asking for 'auto'
+    for name in ("hf", "vllm"):
+        assert backend_class(name).output_params(int8) == {"backend": name, "compute_type": "auto"}
+        assert backend_class(name).output_params(fp16) == {"backend": name, "compute_type": "float16"}
+
+
+def test_config_asks_the_chosen_backend_to_validate(monkeypatch):
+    def refuse(cls, generate_model, trained_model):
+        raise ValueError(f"refused {generate_model}")
+
+    monkeypatch.setattr(backend_class("hf"), "validate_config", classmethod(refuse))
+    with pytest.raises(ConfigError, match="refused some/model"):
+        load_config(None, ["generate.backend=hf", "generate.model=some/model"])
+    assert load_config(None, ["generate.backend=ctranslate2", "generate.model=some/model"])

@@ -1,4 +1,4 @@
-"""Convert a Hugging Face generator to CTranslate2 once, cached, safe against concurrent converters."""
+"""Convert a Hugging Face generator to CTranslate2 once (cached, locked against concurrent converters); publish it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import re
 import shutil
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xqg.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +72,28 @@ def ensure_ct2_model(model: str, out_dir: str | Path, compute_type: str = "auto"
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     return str(out)
+
+
+def convert_for_run(run: RunDir, model_path: str, compute_type: str, trust_remote_code: bool) -> str:
+    """The run's conversion of model_path: a folder under models/ct2, or a "run:" ref for a non-local run."""
+    if run.is_local:
+        # The lock in ensure_ct2_model guards against a concurrent job converting the same model.
+        target = ct2_dir_for(model_path, run.path("models", "ct2"), compute_type)
+        return ensure_ct2_model(model_path, target, compute_type, trust_remote_code)
+    return publish_ct2(run, model_path, compute_type, trust_remote_code)
+
+
+def publish_ct2(run: RunDir, model_path: str, compute_type: str, trust_remote_code: bool) -> str:
+    """A non-local run: convert in a local temp folder, publish to models/ct2/<name>; return its "run:" ref."""
+    from xqg.models.resolve import localize, run_ref
+
+    source = localize(model_path, run)
+    rel = posixpath.join("models", "ct2", ct2_dir_for(model_path, "", compute_type).name)
+    marker = posixpath.join(rel, SOURCE_FILE)
+    # Reuse a published conversion of the same source files (same node cache: same paths and mtimes).
+    if run.exists(rel, "model.bin") and run.exists(marker) and run.read_json(marker) == source_fingerprint(source):
+        return run_ref(rel)
+    with tempfile.TemporaryDirectory(prefix="xqg-ct2-") as tmp:
+        out = ensure_ct2_model(source, Path(tmp) / "ct2", compute_type, trust_remote_code)
+        run.publish_dir(out, rel)
+    return run_ref(rel)

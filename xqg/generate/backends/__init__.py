@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xqg.generate.backends.base import BackendUnavailable, GeneratorBackend, SamplingSettings
+
+if TYPE_CHECKING:
+    from xqg.config import GenerateConfig
+    from xqg.rundir import RunDir
 
 BACKENDS: dict[str, str] = {
     "hf": "xqg.generate.backends.hf:HFBackend",
@@ -27,4 +31,12 @@ def make_backend(name: str, model_path: str, sampling: SamplingSettings, **kwarg
     return backend_class(name)(model_path, sampling, **kwargs)
 
 
-__all__ = ["BACKENDS", "BackendUnavailable", "GeneratorBackend", "SamplingSettings", "backend_class", "make_backend"]
+def prepare_backend(gen: GenerateConfig, run: RunDir, model_path: str, use_gpu: bool) -> dict[str, Any]:
+    """Driver-side preparation of gen.backend before any actor starts -> extra actor constructor kwargs."""
+    return backend_class(gen.backend).prepare(gen, run, model_path, use_gpu)
+
+
+__all__ = [
+    "BACKENDS", "BackendUnavailable", "GeneratorBackend", "SamplingSettings", "backend_class", "make_backend",
+    "prepare_backend",
+]

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # config imports the backends to validate them: importing config or rundir here would cycle
+    from xqg.config import GenerateConfig
+    from xqg.rundir import RunDir
+
+FLOAT_TYPES = ("float16", "bfloat16", "float32")
+# Hub names of encoder-decoder families, for guessing at config time without the network.
+_ENCODER_DECODER_NAME = re.compile(r"(^|[/_-])(m?t5|mt0|byt5|umt5|flan-t5|bart|mbart|pegasus|marian|opus-mt|nllb|m2m100)", re.I)
 
 
 class BackendUnavailable(RuntimeError):
@@ -41,6 +50,24 @@ def model_is_encoder_decoder(model_path: str, trust_remote_code: bool = False) -
     from transformers import AutoConfig
 
     return bool(AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code).is_encoder_decoder)
+
+
+def guess_encoder_decoder(model: object) -> bool:
+    """Best guess without the network: a scratch mT5, a local folder's config, or the hub name's family."""
+    if model is None:
+        return False
+    scratch = getattr(model, "scratch", None)
+    if scratch is not None:
+        return scratch == "mt5"
+    name = str(model)
+    if (Path(name) / "config.json").is_file():
+        return model_is_encoder_decoder(name)
+    return bool(_ENCODER_DECODER_NAME.search(name))
+
+
+def float_compute_type(compute_type: str) -> str:
+    """compute_type for torch-based engines: an explicit float type as asked, anything else 'auto'."""
+    return compute_type if compute_type in FLOAT_TYPES else "auto"
 
 
 def load_tokenizer(model_path: str, trust_remote_code: bool, encoder_decoder: bool) -> Any:
@@ -79,6 +106,26 @@ class GeneratorBackend(ABC):
         self.threads = threads
         self.encoder_decoder = model_is_encoder_decoder(model_path, trust_remote_code)
         self.tokenizer = load_tokenizer(model_path, trust_remote_code, self.encoder_decoder)
+
+    # Driver-side hooks: classmethods, so the driver needs no model loaded and no heavy package imported.
+    @classmethod
+    def validate_config(cls, generate_model: object, trained_model: object) -> None:
+        """Config-time check that this backend can run the generator; ValueError with the reason if not."""
+
+    @classmethod
+    def prepare(cls, gen: GenerateConfig, run: RunDir, model_path: str, use_gpu: bool) -> dict[str, Any]:
+        """Driver-side work before any actor starts (conversion, checks); returns extra constructor kwargs."""
+        return {}
+
+    @classmethod
+    def localize_kwargs(cls, prepared: dict[str, Any], run: RunDir) -> dict[str, Any]:
+        """prepare's kwargs as seen on this node ("run:" refs become local copies), in the actor."""
+        return prepared
+
+    @classmethod
+    def output_params(cls, gen: GenerateConfig) -> dict[str, Any]:
+        """The backend settings that change the generated text, for fingerprinting a unit's output."""
+        return {"backend": cls.name, "compute_type": gen.compute_type}
 
     def tokenize(self, prompts: list[str], truncate: bool = True) -> list[list[int]]:
         """Token ids of each prompt (special tokens added), cut to max_input_len tokens when truncate."""

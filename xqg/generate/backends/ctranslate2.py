@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xqg.generate.backends.base import BackendUnavailable, GeneratorBackend, SamplingSettings
+
+if TYPE_CHECKING:
+    from xqg.config import GenerateConfig
+    from xqg.rundir import RunDir
 
 
 class CT2Backend(GeneratorBackend):
@@ -26,10 +30,25 @@ class CT2Backend(GeneratorBackend):
             raise BackendUnavailable("generate.backend 'ctranslate2' needs the ctranslate2 package") from e
         self._ct2 = ctranslate2
         if ct2_path is None:
-            raise ValueError("the ctranslate2 backend needs ct2_path (convert with xqg.generate.convert first)")
+            raise ValueError("the ctranslate2 backend needs ct2_path (CT2Backend.prepare or xqg.generate.convert)")
         self.ct2_path = ct2_path
         self._model = self._load()
         self._used = False
+
+    @classmethod
+    def prepare(cls, gen: GenerateConfig, run: RunDir, model_path: str, use_gpu: bool) -> dict[str, Any]:
+        """Convert the generator once, on the driver, before any actor starts -> {"ct2_path": ...}."""
+        from xqg.generate.convert import convert_for_run
+
+        return {"ct2_path": convert_for_run(run, model_path, gen.compute_type, gen.trust_remote_code)}
+
+    @classmethod
+    def localize_kwargs(cls, prepared: dict[str, Any], run: RunDir) -> dict[str, Any]:
+        """ct2_path as this node's local copy (a non-local run publishes it as a "run:" ref)."""
+        from xqg.models.resolve import localize
+
+        ct2_path = prepared.get("ct2_path")
+        return {**prepared, "ct2_path": localize(ct2_path, run)} if ct2_path else prepared
 
     def _load(self) -> Any:
         """A Translator (encoder-decoder) or Generator (decoder-only) on this actor's device."""

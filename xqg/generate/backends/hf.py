@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xqg.generate.backends.base import GeneratorBackend, SamplingSettings
+from xqg.generate.backends.base import GeneratorBackend, SamplingSettings, float_compute_type
 from xqg.generate.prompts import stable_seed
+
+if TYPE_CHECKING:
+    from xqg.config import GenerateConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,11 @@ class HFBackend(GeneratorBackend):
             pad_token_id=self.tokenizer.pad_token_id,
         )
         self.generation_config = gen
+
+    @classmethod
+    def output_params(cls, gen: GenerateConfig) -> dict[str, Any]:
+        """Backend and the float type asked for (CTranslate2-only types run as 'auto', see torch_dtype)."""
+        return {"backend": cls.name, "compute_type": float_compute_type(gen.compute_type)}
 
     def generate(self, token_ids: list[list[int]], seeds: list[int]) -> list[list[str]]:
         """One generate call for the batch, seeded from the batch's row seeds."""

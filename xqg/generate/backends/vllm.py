@@ -5,14 +5,29 @@ vllm is imported lazily: the CPU install does not have it, and this module must 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xqg.generate.backends.base import BackendUnavailable, GeneratorBackend, SamplingSettings
+from xqg.generate.backends.base import (
+    BackendUnavailable, GeneratorBackend, SamplingSettings, float_compute_type, guess_encoder_decoder,
+    model_is_encoder_decoder,
+)
+
+if TYPE_CHECKING:
+    from xqg.config import GenerateConfig
+    from xqg.rundir import RunDir
 
 INSTALL_HINT = (
     "generate.backend 'vllm' needs the vllm package on the GPU workers (pip install 'xqg[vllm]'); it is not "
     "installed here. Use generate.backend 'ctranslate2' or 'hf' on CPU-only machines."
 )
+
+
+def no_encoder_decoder(model: object) -> str:
+    """Why vLLM cannot run an encoder-decoder generator, and what to use instead."""
+    return (
+        f"generate.backend 'vllm' cannot run the encoder-decoder model {model!r}: vLLM has no T5/mT5 support. "
+        "Use generate.backend 'ctranslate2' (fast, CPU and GPU) or 'hf'; keep 'vllm' for decoder-only generators."
+    )
 
 
 def import_vllm() -> Any:
@@ -41,19 +56,44 @@ class VLLMBackend(GeneratorBackend):
         vllm = import_vllm()
         super().__init__(model_path, sampling, **kwargs)
         if self.encoder_decoder:
-            raise BackendUnavailable(
-                f"generate.backend 'vllm' cannot run the encoder-decoder model {model_path!r}: vLLM has no "
-                "T5/mT5 support. Use 'ctranslate2' or 'hf'."
-            )
+            raise BackendUnavailable(no_encoder_decoder(model_path))
         if not self.device.startswith("cuda"):
             raise BackendUnavailable("generate.backend 'vllm' needs a GPU; this actor has none")
-        dtype = self.compute_type if self.compute_type in ("float16", "bfloat16", "float32") else "auto"
         self._vllm = vllm
         self.llm = vllm.LLM(
-            model=model_path, tokenizer=model_path, dtype=dtype, seed=0,
+            model=model_path, tokenizer=model_path, dtype=float_compute_type(self.compute_type), seed=0,
             trust_remote_code=self.trust_remote_code,
             max_model_len=sampling.max_input_len + sampling.max_new_tokens + 8,
         )
+
+    @classmethod
+    def validate_config(cls, generate_model: object, trained_model: object) -> None:
+        """Reject an encoder-decoder (mT5) generator when the config is loaded, not deep in a worker."""
+        # generate.model None means the run's own trained generator, which is built from train_qg.model.
+        model = generate_model if generate_model is not None else trained_model
+        if guess_encoder_decoder(model):
+            raise ValueError(no_encoder_decoder(getattr(model, "scratch", None) or model))
+
+    @classmethod
+    def prepare(cls, gen: GenerateConfig, run: RunDir, model_path: str, use_gpu: bool) -> dict[str, Any]:
+        """Fail on the driver, readably, when vLLM cannot run: an encoder-decoder model, no GPUs, no vllm."""
+        import ray
+
+        from xqg.models.resolve import localize
+
+        if model_is_encoder_decoder(localize(model_path, run), gen.trust_remote_code):
+            raise ValueError(no_encoder_decoder(model_path))
+        if not use_gpu:
+            raise ValueError("generate.backend 'vllm' needs GPUs and this Ray cluster has none; use 'ctranslate2' or 'hf'")
+        # The driver may be a CPU-only head node: ask a GPU worker whether it has vllm.
+        if not ray.get(ray.remote(num_gpus=1)(vllm_installed).remote()):
+            raise ValueError(INSTALL_HINT)
+        return {}
+
+    @classmethod
+    def output_params(cls, gen: GenerateConfig) -> dict[str, Any]:
+        """Backend and the dtype vLLM runs in (CTranslate2-only types fall back to 'auto')."""
+        return {"backend": cls.name, "compute_type": float_compute_type(gen.compute_type)}
 
     def params(self, seed: int) -> Any:
         """SamplingParams for one request: n samples, top-k (0 = off), the row's own seed."""
