@@ -15,7 +15,7 @@ import torch
 from xqg.config import load_config
 from xqg.rundir import RunDir, shard_name
 from xqg.train.dr import STAGE, prepare_dr_data, run_train_dr, xqg_pair_examples
-from xqg.train.encoder import BiEncoder, tokenize_passages, tokenize_queries
+from xqg.models.encoder import BiEncoder, tokenize_passages, tokenize_queries
 from xqg.train.readers import TrainExample, read_training_file
 
 FAIL_AT = 5  # after the checkpoint of step 4: the restarted workers resume there

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xqg.train.loop import (
-    SNAPSHOT_FILE, MetricsLog, checkpoint_name, clean_experiment, epoch_order, latest_checkpoint, local_indices,
-    lr_factor, read_valid_state, steps_per_epoch, write_state,
+from xqg.train.checkpoints import (
+    SNAPSHOT_FILE, checkpoint_name, clean_experiment, latest_checkpoint, read_valid_state, write_state,
 )
+from xqg.train.metrics import MetricsLog
+from xqg.train.order import epoch_order, local_indices, lr_factor, steps_per_epoch
 
 REPO = Path(__file__).resolve().parents[2]
 

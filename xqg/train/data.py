@@ -8,10 +8,9 @@ other settings while checkpoints exist is refused (the data position would be me
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +32,6 @@ class PreparedData:
     rows_out: int
     rejected: int
     extra: dict[str, Any]
-
-
-def fingerprint(obj: Any) -> str:
-    """Stable short hash of JSON-able settings."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def data_rel(name: str) -> str:
@@ -117,14 +111,3 @@ def read_sources(
             rows_out += 1
         rejected += run.write_rejects(stage, f"file={i:05d}", rejects)
     return rows_in, rows_out, rejected
-
-
-def corpus_texts(run: RunDir) -> Iterator[str]:
-    """Titles and texts of the ingested corpus (nothing when the run has none)."""
-    try:
-        tables = run.iter_corpus(columns=["title", "text"])
-        for table in tables:
-            for col in ("title", "text"):
-                yield from (t for t in table.column(col).to_pylist() if t)
-    except FileNotFoundError:
-        return

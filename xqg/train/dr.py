@@ -15,9 +15,7 @@ have no hard negatives: in-batch negatives only.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import posixpath
-import time
 from typing import Any
 
 import numpy as np
@@ -25,14 +23,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from xqg.config import Config
-from xqg.rundir import RunDir, parse_shard, shard_name
+from xqg.layout import TRAIN_DR, GENERATE, corpus_dir, generated_dir, parse_lang_shard
+from xqg.rundir import RunDir
+from xqg.runner import StageRunner, fingerprint, marker_fingerprint
 from xqg.summary import StageSummary
-from xqg.train.data import (
-    DATA_FILE, ExampleWriter, PreparedData, corpus_texts, data_rel, fingerprint, load_prepared, read_sources,
-)
-from xqg.train.readers import EXAMPLE_SCHEMA, Passage, TrainExample, example_texts
+from xqg.train.data import DATA_FILE, ExampleWriter, PreparedData, data_rel, load_prepared, read_sources
+from xqg.train.driver import TrainingSpec, run_training
+from xqg.train.readers import EXAMPLE_SCHEMA, Passage, TrainExample
 
-STAGE = "train_dr"
+STAGE = TRAIN_DR
 NAME = "dr"
 
 
@@ -72,7 +71,7 @@ class DRTask:
 
     def build_model(self, checkpoint_model_dir: str | None) -> Any:
         """The base encoder(s), or the checkpoint's weights on resume."""
-        from xqg.train.encoder import BiEncoder
+        from xqg.models.encoder import BiEncoder
 
         model = BiEncoder.from_pretrained(
             checkpoint_model_dir or self.model_path, self.pooling, self.shared, self.trust_remote_code
@@ -96,7 +95,7 @@ class DRTask:
         """Tokenized queries, the passage block, each query's positive index and the docid keys."""
         import torch
 
-        from xqg.train.encoder import tokenize_passages, tokenize_queries
+        from xqg.models.encoder import tokenize_passages, tokenize_queries
 
         rows = self.table.take(pa.array(indices, type=pa.int64())).to_pylist()
         titles: list[str] = []
@@ -113,7 +112,7 @@ class DRTask:
                 texts.append(p["text"])
                 p_keys.append(docid_key(p["docid"]))
         q = tokenize_queries(self.tokenizer, [r["query"] for r in rows], self.q_max_len)
-        p = tokenize_passages(self.tokenizer, titles, texts, self.p_max_len)
+        p = tokenize_passages(self.tokenizer, titles, texts, self.p_max_len, self.meta["passage_format"])
         batch = {
             "q_ids": q["input_ids"], "q_mask": q["attention_mask"],
             "p_ids": p["input_ids"], "p_mask": p["attention_mask"],
@@ -148,14 +147,10 @@ def xqg_pair_examples(
     """(examples, rejects, pairs drawn): generated (query in L, source passage) pairs drawn with a seeded RNG."""
     if n_pairs <= 0:
         return [], [], 0
-    have = [n.split("=", 1)[1] for n in run.listdir("generated") if n.startswith("lang=")]
-    langs = [lang for lang in (languages or have) if lang in have]
-    units: list[tuple[str, int, int]] = []  # (lang, shard, rows)
-    done = run.done_units("generate")
-    for lang in sorted(langs):
-        for sh in run.listdir("generated", f"lang={lang}"):
-            if sh.startswith("shard=") and f"lang={lang}/{sh}" in done:
-                units.append((lang, parse_shard(sh), run.count_rows(posixpath.join("generated", f"lang={lang}", sh))))
+    done = {p: m for u, m in run.markers(GENERATE).items() if (p := parse_lang_shard(u)) is not None}
+    wanted = set(languages) if languages else {lang for lang, _ in done}
+    # (lang, shard, rows) of every complete unit of the selected languages, in a fixed order
+    units = sorted((lang, shard, int(run.count_rows(generated_dir(lang, shard)))) for (lang, shard) in done if lang in wanted)
     total = sum(u[2] for u in units)
     if total == 0:
         raise FileNotFoundError(
@@ -172,10 +167,10 @@ def xqg_pair_examples(
         if lo == hi:
             continue
         rows = (picks[lo:hi] - bounds[ui]).astype(np.int64)
-        gen = run.read_dir(posixpath.join("generated", f"lang={lang}", shard_name(shard)), ["docid", "queries"])
+        gen = run.read_dir(generated_dir(lang, shard), ["docid", "queries"])
         gen = gen.take(pa.array(rows))
         docids = gen.column("docid").to_pylist()
-        corpus = run.read_dir(posixpath.join("corpus", shard_name(shard)), ["docid", "title", "text"])
+        corpus = run.read_dir(corpus_dir(shard), ["docid", "title", "text"])
         corpus = corpus.filter(pc.is_in(corpus.column("docid"), value_set=pa.array(sorted(set(docids)))))
         cols = (corpus.column(c).to_pylist() for c in ("docid", "title", "text"))
         passages = {d: (t or "", x) for d, t, x in zip(*cols)}
@@ -237,48 +232,26 @@ def prepare_dr_data(config: Config, run: RunDir, has_checkpoints: bool) -> Prepa
 
 def run_train_dr(config: Config) -> StageSummary:
     """Train the bi-encoder on Ray Train (resuming from checkpoints); save <run>/models/dr; mark done."""
-    from xqg.models.resolve import resolve_model
-    from xqg.train.encoder import dr_meta
-    from xqg.train.loop import (
-        LoopSettings, checkpoint_names, copy_model, experiment_uri, finished_training, fit, summarize_metrics,
-    )
+    from xqg.models.encoder import dr_meta
 
-    t0 = time.perf_counter()
     cfg = config.train_dr
-    run = RunDir(config.run_dir)
-    done = finished_training(run, STAGE, NAME, t0)
-    if done is not None:
-        return done
-    run.write_config(config, STAGE)
-    exp = experiment_uri(run, NAME)
-    data = prepare_dr_data(config, run, has_checkpoints=bool(checkpoint_names(exp)))
-    model_path = resolve_model(
-        cfg.model, run, lambda: itertools.chain(example_texts(cfg.train_files), corpus_texts(run))
-    )
-    base = cfg.model if isinstance(cfg.model, str) else model_path
-    meta = dr_meta(cfg.pooling, cfg.shared_encoder, config.q_max_len, config.p_max_len, base)
-    settings = LoopSettings(
-        stage=STAGE, name=NAME, run_uri=config.run_dir, experiment_uri=exp, epochs=cfg.epochs,
-        global_batch=cfg.batch_size, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed,
-        checkpoint_every_steps=cfg.checkpoint_every_steps, log_every_steps=cfg.log_every_steps,
-        precision=cfg.precision, fp16_ok=True, fail_at_step=cfg.fail_at_step,
-    )
-    task_args = {
-        "data_uri": data.uri, "model_path": model_path, "pooling": cfg.pooling, "shared": cfg.shared_encoder,
-        "q_max_len": config.q_max_len, "p_max_len": config.p_max_len, "n_passages": cfg.train_n_passages,
-        "temperature": cfg.temperature, "gather": cfg.gather_negatives, "seed": cfg.seed,
-        "trust_remote_code": cfg.trust_remote_code, "run_uri": config.run_dir, "meta": meta,
-    }
-    outcome = fit("dr", task_args, settings, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                  max_failures=cfg.max_failures)
-    copy_model(outcome.checkpoint, run, posixpath.join("models", NAME))
-    extra = {
-        **data.extra, "steps": int(outcome.state["global_step"]), "epochs": cfg.epochs,
-        "world_size": int(outcome.state["world_size"]), "train_seconds": round(float(outcome.state["train_seconds"]), 1),
-        **summarize_metrics(outcome.metrics, settings.driver_id), "model": run.path("models", NAME),
-    }
-    run.mark_done(STAGE, "model", rows_in=data.rows_in, rows_out=data.rows_out, rejected=data.rejected, **extra)
-    return StageSummary(
-        STAGE, rows_in=data.rows_in, rows_out=data.rows_out, rejected=data.rejected, units_done=1,
-        seconds=time.perf_counter() - t0, extra=extra,
-    )
+
+    def task_args(model_path: str) -> dict[str, Any]:
+        base = cfg.model if isinstance(cfg.model, str) else model_path
+        return {
+            "pooling": cfg.pooling, "shared": cfg.shared_encoder, "q_max_len": config.q_max_len,
+            "p_max_len": config.p_max_len, "n_passages": cfg.train_n_passages, "temperature": cfg.temperature,
+            "gather": cfg.gather_negatives, "seed": cfg.seed,
+            "meta": dr_meta(cfg.pooling, cfg.shared_encoder, config.q_max_len, config.p_max_len, base),
+        }
+
+    def upstream(runner: StageRunner) -> dict[str, Any]:
+        if not cfg.xqg_pairs.enabled:
+            return {}
+        generated = runner.markers(GENERATE)  # xQG pairs are drawn from every complete generate unit
+        return {"generated": fingerprint({u: marker_fingerprint(m) for u, m in generated.items()})}
+
+    return run_training(config, TrainingSpec(
+        stage=STAGE, name=NAME, section=cfg, prepare_data=prepare_dr_data, task="xqg.train.dr:DRTask",
+        task_args=task_args, fp16_ok=True, upstream=upstream,
+    ))

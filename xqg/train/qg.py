@@ -11,23 +11,22 @@ The model and tokenizer are saved with save_pretrained to <run>/models/qg/, wher
 
 from __future__ import annotations
 
-import itertools
 import posixpath
-import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from xqg.config import Config
+from xqg.layout import TRAIN_QG
 from xqg.rundir import RunDir
 from xqg.summary import StageSummary
-from xqg.train.data import (
-    DATA_FILE, ExampleWriter, PreparedData, corpus_texts, data_rel, fingerprint, load_prepared, read_sources,
-)
-from xqg.train.readers import TrainExample, example_texts
+from xqg.runner import fingerprint
+from xqg.train.data import DATA_FILE, ExampleWriter, PreparedData, data_rel, load_prepared, read_sources
+from xqg.train.driver import TrainingSpec, run_training
+from xqg.train.readers import TrainExample
 
-STAGE = "train_qg"
+STAGE = TRAIN_QG
 NAME = "qg"
 
 QG_SCHEMA = pa.schema(
@@ -145,44 +144,16 @@ def prepare_qg_data(config: Config, run: RunDir, has_checkpoints: bool) -> Prepa
 
 def run_train_qg(config: Config) -> StageSummary:
     """Fine-tune the generator on Ray Train (resuming from checkpoints); save <run>/models/qg; mark done."""
-    from xqg.models.resolve import resolve_model
-    from xqg.train.loop import (
-        LoopSettings, checkpoint_names, copy_model, experiment_uri, finished_training, fit, summarize_metrics,
-    )
-
-    t0 = time.perf_counter()
     cfg = config.train_qg
-    run = RunDir(config.run_dir)
-    done = finished_training(run, STAGE, NAME, t0)
-    if done is not None:
-        return done
-    run.write_config(config, STAGE)
-    exp = experiment_uri(run, NAME)
-    data = prepare_qg_data(config, run, has_checkpoints=bool(checkpoint_names(exp)))
-    model_path = resolve_model(
-        cfg.model, run, lambda: itertools.chain(example_texts(cfg.train_files), corpus_texts(run))
-    )
-    settings = LoopSettings(
-        stage=STAGE, name=NAME, run_uri=config.run_dir, experiment_uri=exp, epochs=cfg.epochs,
-        global_batch=cfg.batch_size, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed,
-        checkpoint_every_steps=cfg.checkpoint_every_steps, log_every_steps=cfg.log_every_steps,
-        precision=cfg.precision, fp16_ok=False, fail_at_step=cfg.fail_at_step,
-    )
-    task_args = {
-        "data_uri": data.uri, "model_path": model_path, "template": config.generate.template,
-        "max_input_len": cfg.max_input_len, "max_target_len": cfg.max_target_len,
-        "trust_remote_code": cfg.trust_remote_code, "run_uri": config.run_dir,
-    }
-    outcome = fit("qg", task_args, settings, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                  max_failures=cfg.max_failures)
-    copy_model(outcome.checkpoint, run, posixpath.join("models", NAME))
-    extra = {
-        **data.extra, "steps": int(outcome.state["global_step"]), "epochs": cfg.epochs,
-        "world_size": int(outcome.state["world_size"]), "train_seconds": round(float(outcome.state["train_seconds"]), 1),
-        **summarize_metrics(outcome.metrics, settings.driver_id), "model": run.path("models", NAME),
-    }
-    run.mark_done(STAGE, "model", rows_in=data.rows_in, rows_out=data.rows_out, rejected=data.rejected, **extra)
-    return StageSummary(
-        STAGE, rows_in=data.rows_in, rows_out=data.rows_out, rejected=data.rejected, units_done=1,
-        seconds=time.perf_counter() - t0, extra=extra,
-    )
+
+    def task_args(model_path: str) -> dict[str, Any]:
+        return {
+            "template": config.generate.template, "max_input_len": cfg.max_input_len,
+            "max_target_len": cfg.max_target_len,
+        }
+
+    # fp16_ok=False: mT5 overflows in fp16, so autocast stays fp32 where bf16 is not supported.
+    return run_training(config, TrainingSpec(
+        stage=STAGE, name=NAME, section=cfg, prepare_data=prepare_qg_data, task="xqg.train.qg:QGTask",
+        task_args=task_args, fp16_ok=False,
+    ))
