@@ -16,13 +16,14 @@ def add_arguments(p):
 
 def stage(config, args):
     from xqg.index import run_index
+    from xqg.layout import BASELINE, FUSE, fused_set
     from xqg.rundir import RunDir
 
     names = args.name
     if not names:
-        names = ["baseline"]
-        if any(u.startswith(f"{config.fuse.name}/") for u in RunDir(config.run_dir).done_units("fuse")):
-            names.append(config.fuse.name)
+        names = [BASELINE]
+        if any(u.startswith(f"{fused_set(config)}/") for u in RunDir(config.run_dir).done_units(FUSE)):
+            names.append(fused_set(config))
     return [run_index(config, n) for n in names]
 
 

@@ -16,14 +16,16 @@ def add_arguments(p):
 
 
 def stage(config, args):
+    from xqg.index.build import MANIFEST
+    from xqg.layout import BASELINE, fused_set, index_dir
     from xqg.rundir import RunDir
     from xqg.search import run_search
 
     names = args.index
     if not names:
-        names = ["baseline"]
-        if RunDir(config.run_dir).exists("index", config.fuse.name, "manifest.json"):
-            names.append(config.fuse.name)
+        names = [BASELINE]
+        if RunDir(config.run_dir).exists(index_dir(fused_set(config)), MANIFEST):
+            names.append(fused_set(config))
     return [run_search(config, n, args.queries) for n in names]
 
 

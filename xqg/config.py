@@ -193,7 +193,9 @@ class FuseConfig(Strict):
 
     name: str = "xqg"
     alpha: float = Field(0.01, ge=0, le=1)
-    languages: list[str] | None = Field(None, description="None = every generated language.")
+    languages: list[str] | None = Field(
+        None, description="The fused set's languages; None = the run's languages (a new language never changes a set)."
+    )
     num_queries: int | None = Field(None, ge=1, description="Use the first k queries of each list; None = all.")
     reduce: Literal["sum", "mean"] = "sum"
 
@@ -242,6 +244,9 @@ class Config(Strict):
     """A whole run."""
 
     run_dir: str = "runs/default"
+    keep_stale: bool = Field(
+        False, description="Keep complete units whose inputs changed (counted as stale) instead of redoing them."
+    )
     languages: list[str] = Field(default_factory=lambda: list(PAPER_LANGUAGES))
     q_max_len: int = Field(32, ge=4)
     p_max_len: int = Field(128, ge=8)
@@ -272,10 +277,10 @@ class Config(Strict):
         names = [q.name for q in self.queries]
         if len(set(names)) != len(names):
             raise ValueError(f"query set names must be unique, got {names}")
-        if self.generate.backend == "vllm":
-            from xqg.generate.validate import check_vllm_model
+        # Each backend checks what it can before any work starts (e.g. vllm: no encoder-decoder generator).
+        from xqg.generate.backends import backend_class
 
-            check_vllm_model(self.generate.model, self.train_qg.model)
+        backend_class(self.generate.backend).validate_config(self.generate.model, self.train_qg.model)
         return self
 
     def to_yaml(self) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import time
 from typing import Any
 
 import numpy as np
@@ -12,16 +11,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from xqg.config import Config
-from xqg.encode.layout import STAGE as ENCODE, embeddings_dir, generated_variant, parse_generated_unit, passages_unit
 from xqg.encode.vectors import vector_column, vector_matrix
 from xqg.languages import normalise_code
-from xqg.rundir import RunDir, shard_name
+from xqg.layout import (
+    ENCODE,
+    FUSE,
+    PART,
+    embeddings_dir,
+    fused_dir,
+    fused_set,
+    fused_unit,
+    generated_sum_unit,
+    generated_variant,
+    parse_generated_sum_unit,
+    passages_unit,
+)
+from xqg.rundir import RunDir
+from xqg.runner import StageRunner, Unit, marker_fingerprint
 from xqg.summary import StageSummary
 
 log = logging.getLogger(__name__)
 
-STAGE = "fuse"
-PART = "part-00000.parquet"
 
 
 def fuse_vectors(passages: np.ndarray, sums: np.ndarray, counts: np.ndarray, alpha: float, reduce: str) -> np.ndarray:
@@ -48,22 +58,22 @@ def gather_generated(docids: pa.Array, tables: list[pa.Table], dim: int) -> tupl
     return sums, counts, unmatched
 
 
-def fuse_params(config: Config, languages: list[str], variant: str) -> dict[str, Any]:
-    """What decides a fused set's content; a marker written with other params is stale."""
-    f = config.fuse
-    return {"alpha": f.alpha, "languages": languages, "num_queries": f.num_queries, "reduce": f.reduce, "variant": variant}
+def fuse_languages(config: Config) -> list[str]:
+    """The languages a fused set is made of: fuse.languages, else the run's languages (never what happens to exist)."""
+    langs = config.fuse.languages if config.fuse.languages is not None else config.languages
+    return sorted(dict.fromkeys(normalise_code(c) for c in langs))
 
 
-def choose_variant(run: RunDir, done: set[str], k: int | None) -> str:
+def choose_variant(encoded: dict[str, dict[str, Any]], k: int | None) -> str:
     """embeddings/generated (all queries) or generated-k{k}; the full sums serve k when no list is longer than k."""
     full = generated_variant(None)
     if k is None:
         return full
     variant = generated_variant(k)
-    if any((p := parse_generated_unit(u)) and p[0] == variant for u in done):
+    if any((p := parse_generated_sum_unit(u)) and p[0] == variant for u in encoded):
         return variant
-    full_units = [u for u in done if (p := parse_generated_unit(u)) and p[0] == full]
-    longest = max((int(run.read_marker(ENCODE, u).get("max_n", k + 1)) for u in full_units), default=k + 1)
+    full_units = [u for u in encoded if (p := parse_generated_sum_unit(u)) and p[0] == full]
+    longest = max((int(encoded[u].get("max_n", k + 1)) for u in full_units), default=k + 1)
     if full_units and longest <= k:
         log.info("fuse.num_queries=%d: no generated list is longer than %d, using the full sums", k, longest)
         return full
@@ -73,76 +83,73 @@ def choose_variant(run: RunDir, done: set[str], k: int | None) -> str:
     )
 
 
-def resolve_inputs(run: RunDir, config: Config) -> tuple[list[int], list[str], str]:
-    """(corpus shards, languages, generated variant) with every input present, or a clear error."""
-    shards = run.corpus_shards()
-    done = run.done_units(ENCODE)
-    missing_p = [s for s in shards if passages_unit(s) not in done]
+def plan_units(runner: StageRunner, config: Config) -> tuple[list[Unit], list[str], str]:
+    """One unit per corpus shard, made from its passage embeddings and its languages' query sums; or a clear error."""
+    name = fused_set(config)
+    shards = runner.run.corpus_shards()
+    encoded = runner.markers(ENCODE)
+    missing_p = [s for s in shards if passages_unit(s) not in encoded]
     if missing_p:
         raise FileNotFoundError(f"passage embeddings missing for shards {missing_p[:10]}: run jobs/encode.py --target passages")
     k = config.fuse.num_queries
-    variant = choose_variant(run, done, k)
-    have: dict[str, set[int]] = {}
-    for unit in done:
-        parsed = parse_generated_unit(unit)
-        if parsed and parsed[0] == variant:
-            have.setdefault(parsed[1], set()).add(parsed[2])
-    languages = sorted(normalise_code(c) for c in config.fuse.languages) if config.fuse.languages is not None else sorted(have)
-    hint = "" if k is None else f" --num-queries {k}"
-    if not languages:
-        raise FileNotFoundError(f"no generated-query embeddings ({variant}): run jobs/encode.py --target generated{hint}")
-    gaps = [(lang, s) for lang in languages for s in shards if s not in have.get(lang, set())]
+    variant = choose_variant(encoded, k)
+    languages = fuse_languages(config)
+    gaps = [(lang, s) for lang in languages for s in shards if generated_sum_unit(variant, lang, s) not in encoded]
     if gaps:
+        hint = "" if k is None else f" --num-queries {k}"
         raise FileNotFoundError(
-            f"{len(gaps)} (language, shard) units of embeddings/{variant} are missing, e.g. {gaps[:5]}: run "
-            f"jobs/encode.py --target generated{hint} (after generating them), or set fuse.languages"
+            f"fused set {name!r} is made of languages {languages}, but {len(gaps)} (language, shard) units of "
+            f"embeddings/{variant} are missing, e.g. {gaps[:5]}: run jobs/generate.py and jobs/encode.py --target "
+            f"generated{hint} for them, or set fuse.languages"
         )
-    return shards, languages, variant
+    f = config.fuse
+    params = {"alpha": f.alpha, "reduce": f.reduce, "num_queries": k, "variant": variant, "languages": languages}
+    units = []
+    for s in shards:
+        p = encoded[passages_unit(s)]
+        gen = {lang: marker_fingerprint(encoded[generated_sum_unit(variant, lang, s)]) for lang in languages}
+        units.append(Unit(
+            fused_unit(name, s), {"passages": marker_fingerprint(p), "generated": gen, **params},
+            payload={"shard": s, "encoder": (p.get("inputs") or {}).get("encoder")}, expected=int(p["rows_out"]),
+        ))
+    return units, languages, variant
 
 
 def run_fuse(config: Config) -> StageSummary:
     """Fuse every shard's passage embeddings with its generated-query sums into fused/<fuse.name>/."""
-    name = config.fuse.name
-    if not name or "/" in name or name.startswith(".") or name == "baseline":
-        raise ValueError(f"fuse.name {name!r} must be a plain folder name other than 'baseline'")
     run = RunDir(config.run_dir)
-    start = time.perf_counter()
-    shards, languages, variant = resolve_inputs(run, config)
-    params = fuse_params(config, languages, variant)
-    summary = StageSummary(stage=f"fuse {name}")
-    run.write_config(config, STAGE)
-    no_queries = unmatched = queries = 0
-    for shard in shards:
-        unit = posixpath.join(name, shard_name(shard))
-        if run.is_done(STAGE, unit) and run.read_marker(STAGE, unit).get("params") == params:
-            summary.units_skipped += 1
-            continue
+    name = fused_set(config)
+    runner = StageRunner(run, FUSE, label=f"fuse {name}", keep_stale=config.keep_stale, outputs=lambda u: [fused_dir(u)])
+    units, languages, variant = plan_units(runner, config)
+    plan = runner.plan(units)
+    totals = {"without_queries": 0, "unmatched_generated": 0, "queries": 0}
+
+    def fuse_shard(unit: Unit) -> dict[str, Any]:
+        shard = unit.payload["shard"]
         ptable = run.read_dir(embeddings_dir(passages_unit(shard)), columns=["docid", "embedding"])
         emb = vector_matrix(ptable["embedding"])
         docids = ptable["docid"].combine_chunks()
         gen = [
-            run.read_dir(embeddings_dir(f"{variant}/lang={lang}/{shard_name(shard)}"), ["docid", "n", "embedding_sum"])
+            run.read_dir(embeddings_dir(generated_sum_unit(variant, lang, shard)), ["docid", "n", "embedding_sum"])
             for lang in languages
         ]
         sums, counts, miss = gather_generated(docids, gen, emb.shape[1])
         fused = fuse_vectors(emb, sums, counts, config.fuse.alpha, config.fuse.reduce)
-        folder = posixpath.join("fused", unit)
-        run.remove(folder)
-        run.write_table(posixpath.join(folder, PART), pa.table({"docid": docids, "embedding": vector_column(fused)}))
+        run.write_table(posixpath.join(fused_dir(unit.name), PART), pa.table({"docid": docids, "embedding": vector_column(fused)}))
         shard_no_q = int((counts == 0).sum())
-        run.mark_done(STAGE, unit, rows_in=ptable.num_rows, rows_out=ptable.num_rows, params=params,
-                      without_queries=shard_no_q, unmatched_generated=miss)
-        summary.rows_in += ptable.num_rows
-        summary.rows_out += ptable.num_rows
-        summary.units_done += 1
-        no_queries += shard_no_q
-        unmatched += miss
-        queries += int(counts.sum())
-    summary.seconds = time.perf_counter() - start
-    summary.extra.update({
+        totals["without_queries"] += shard_no_q
+        totals["unmatched_generated"] += miss
+        totals["queries"] += int(counts.sum())
+        return {"rows_in": ptable.num_rows, "rows_out": ptable.num_rows, "rejected": 0, "without_queries": shard_no_q,
+                "unmatched_generated": miss, "encoder": unit.payload["encoder"]}
+
+    if plan.todo:
+        run.write_config(config, FUSE)
+        runner.run_local(plan.todo, fuse_shard, desc=f"fuse {name}")
+    runner.summary.extra.update({
         "alpha": config.fuse.alpha, "reduce": config.fuse.reduce, "languages": ",".join(languages),
-        "generated embeddings": variant, "queries fused": queries,
-        "passages without generated queries (kept e(p))": no_queries,
-        "generated rows without a passage (ignored)": unmatched,
+        "generated embeddings": variant, "queries fused": totals["queries"],
+        "passages without generated queries (kept e(p))": totals["without_queries"],
+        "generated rows without a passage (ignored)": totals["unmatched_generated"],
     })
-    return summary
+    return runner.close()

@@ -7,11 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from xqg.config import Config
+from xqg.layout import STAGES, index_names
 from xqg.summary import StageSummary
-
-STAGES: tuple[str, ...] = (
-    "ingest", "train_qg", "generate", "train_dr", "encode", "fuse", "index", "search", "evaluate",
-)
 
 
 @dataclass(frozen=True)
@@ -80,11 +77,6 @@ def _evaluate(config: Config) -> list[StageSummary]:
     return [run_evaluate(config)]
 
 
-def index_names(config: Config) -> list[str]:
-    """The baseline (passage embeddings alone) and the +xQG (fused) index, compared by evaluate."""
-    return ["baseline", config.fuse.name]
-
-
 PIPELINE: tuple[Step, ...] = (
     Step("ingest", _ingest),
     Step("train_qg", _train_qg),
@@ -123,12 +115,15 @@ def run_pipeline(config: Config, start: str | None = None, only: list[str] | Non
             print(s.render(), flush=True)
             if not s.balanced:
                 raise RuntimeError(f"{s.stage}: rows in != rows out + rejected; stopping the pipeline")
+            if not s.ok:
+                raise RuntimeError(f"{s.stage}: {s.units_failed} unit(s) failed and are unmarked; stopping the pipeline")
             summaries.append(s)
     done = sum(s.units_done for s in summaries)
     overall = StageSummary(
         stage="pipeline",
         units_done=done,
         units_skipped=sum(s.units_skipped for s in summaries),
+        units_stale=sum(s.units_stale for s in summaries),
         seconds=time.perf_counter() - began,
         message="\n".join(
             m for m in ("nothing to do: every stage was already complete" if done == 0 else "", report) if m

@@ -11,6 +11,7 @@ from xqg.config import load_config
 from xqg.evaluate.stage import run_evaluate
 from xqg.evaluate.xor import recall_at_kt
 from xqg.ingest.stage import run_ingest
+from xqg.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,6 +39,10 @@ def scored_run(tmp_path: Path):
     xqg = {q["id"]: [q["docid"]] for q in dev}
     _write_run(tmp_path / "run" / "runs" / "baseline.tsv", baseline)
     _write_run(tmp_path / "run" / "runs" / "xqg.tsv", xqg)
+    run = RunDir(config.run_dir)
+    for name in ("baseline", "xqg"):  # what the search stage records of each run
+        run.mark_done("search", name, rows_in=len(dev), rows_out=len(dev), rejected=0, query_set="dev",
+                      encoder="passage-encoder-1", query_encoder="query-encoder-1")
     return config, dev, passages, baseline, xqg
 
 
@@ -74,3 +79,18 @@ def test_missing_run_file_is_a_clear_error(scored_run, tmp_path: Path) -> None:
     (tmp_path / "run/runs/xqg.tsv").unlink()
     with pytest.raises(FileNotFoundError, match="run jobs/search.py first"):
         run_evaluate(config)
+
+
+def test_runs_from_different_encoders_are_not_compared(scored_run, tmp_path: Path) -> None:
+    config = scored_run[0]
+    run = RunDir(config.run_dir)
+    run.mark_done("search", "xqg", rows_in=210, rows_out=210, rejected=0, query_set="dev",
+                  encoder="passage-encoder-2", query_encoder="query-encoder-1")
+    with pytest.raises(ValueError, match="different passage encoders") as e:
+        run_evaluate(config)
+    assert "passage-encoder-1" in str(e.value) and "passage-encoder-2" in str(e.value)
+    run.mark_done("search", "xqg", rows_in=210, rows_out=210, rejected=0, query_set="dev",
+                  encoder="passage-encoder-1", query_encoder="query-encoder-2")
+    with pytest.raises(ValueError, match="different query encoders"):
+        run_evaluate(config)
+    assert not (tmp_path / "run/reports/xqg.md").exists()

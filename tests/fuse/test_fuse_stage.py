@@ -73,7 +73,7 @@ def test_paper_setting_is_the_default():
 
 def test_fuse_equals_the_formula_and_keeps_passages_without_queries(tmp_path):
     run, data = make_run(tmp_path)
-    s = run_fuse(load_config(None, [f"run_dir={run.uri}"]))
+    s = run_fuse(load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi, te]"]))
     assert s.balanced and s.rows_out == SHARDS * PER_SHARD and s.units_done == SHARDS
     assert s.extra["passages without generated queries (kept e(p))"] == SHARDS
     assert s.extra["generated rows without a passage (ignored)"] == SHARDS * 3
@@ -86,7 +86,7 @@ def test_fuse_equals_the_formula_and_keeps_passages_without_queries(tmp_path):
 
 def test_mean_of_chosen_languages_and_rerun_with_new_alpha(tmp_path):
     run, data = make_run(tmp_path)
-    overrides = [f"run_dir={run.uri}", "fuse.alpha=0.3", "fuse.reduce=mean", "fuse.languages=[te, ar]"]
+    overrides = [f"run_dir={run.uri}", "languages=[ar, fi, te]", "fuse.alpha=0.3", "fuse.reduce=mean", "fuse.languages=[te, ar]"]
     s = run_fuse(load_config(None, overrides))
     assert s.extra["languages"] == "ar,te"
     for docid, vec in fused(run).items():
@@ -101,7 +101,7 @@ def test_mean_of_chosen_languages_and_rerun_with_new_alpha(tmp_path):
 
 def test_first_k_queries_use_their_own_encoded_variant(tmp_path):
     run, data = make_run(tmp_path, variants=("generated", "generated-k2"))
-    run_fuse(load_config(None, [f"run_dir={run.uri}", "fuse.num_queries=2", "fuse.name=k2"]))
+    run_fuse(load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi, te]", "fuse.num_queries=2", "fuse.name=k2"]))
     for docid, vec in fused(run, "k2").items():
         want = expected(data, docid, 0.01, ["ar", "fi", "te"], variant="generated-k2")
         np.testing.assert_allclose(vec, want, rtol=1e-6, atol=1e-6)
@@ -110,9 +110,9 @@ def test_first_k_queries_use_their_own_encoded_variant(tmp_path):
 def test_first_k_without_its_variant_is_a_clear_error_unless_no_list_is_longer(tmp_path):
     run, data = make_run(tmp_path, max_n=3)
     with pytest.raises(FileNotFoundError, match="--num-queries 2"):
-        run_fuse(load_config(None, [f"run_dir={run.uri}", "fuse.num_queries=2"]))
+        run_fuse(load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi, te]", "fuse.num_queries=2"]))
     # No list is longer than 3: the full sums are the first-3 sums.
-    s = run_fuse(load_config(None, [f"run_dir={run.uri}", "fuse.num_queries=3"]))
+    s = run_fuse(load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi, te]", "fuse.num_queries=3"]))
     assert s.extra["generated embeddings"] == "generated"
 
 
@@ -120,6 +120,6 @@ def test_missing_language_shard_is_a_clear_error(tmp_path):
     run, _ = make_run(tmp_path)
     run.remove("_done", "encode", "generated", "lang=fi", f"{shard_name(1)}.json")
     with pytest.raises(FileNotFoundError, match=r"\('fi', 1\)"):
-        run_fuse(load_config(None, [f"run_dir={run.uri}"]))
-    s = run_fuse(load_config(None, [f"run_dir={run.uri}", "fuse.languages=[ar, te]"]))
+        run_fuse(load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi, te]"]))
+    s = run_fuse(load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi, te]", "fuse.languages=[ar, te]"]))
     assert s.units_done == SHARDS

@@ -24,11 +24,11 @@ def gen_config(run: RunDir, model: str, backend: str, *extra: str) -> Config:
 
 
 def snapshot(run: RunDir, *folders: str) -> dict[str, tuple[int, bytes]]:
-    """mtime and bytes of every file under the folders."""
+    """mtime and bytes of every file under the folders (the markers' bulk-read cache aside: it follows them)."""
     out = {}
     for folder in folders:
         for p in sorted(Path(run.path(folder)).rglob("*")):
-            if p.is_file():
+            if p.is_file() and not p.name.endswith(".cache.json"):
                 out[str(p)] = (p.stat().st_mtime_ns, p.read_bytes())
     return out
 
@@ -130,3 +130,28 @@ def test_shards_selector_generates_only_those_shards(ray_local, tiny_mt5_dir, ma
     assert summary.units_done == 1 and summary.rows_out == 3
     assert run.done_units("generate") == {f"lang=te/{shard_name(2)}"}
     assert os.listdir(run.path("generated", "lang=te")) == [shard_name(2)]
+
+
+@pytest.mark.parametrize("change", [
+    "generate.top_k=3", "generate.temperature=0.7", "generate.template='Write a {language} question: {title} {text}'",
+    "generate.num_queries=3", "generate.seed=7", "generate.max_new_tokens=9", "generate.compute_type=int8",
+])
+def test_every_setting_that_changes_the_queries_changes_every_unit_fingerprint(make_corpus_run, demo_passage_rows, change):
+    from xqg.generate.stage import plan_units
+    from xqg.runner import StageRunner
+
+    run = make_corpus_run(demo_passage_rows[:8], num_shards=2)
+
+    def fingerprints(*overrides: str, model: str = "sha:model-1") -> dict[str, str]:
+        config = load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi]", *overrides])
+        units = plan_units(StageRunner(run, "generate"), config, model, config.languages, [0, 1])
+        return {u.name: u.fingerprint for u in units}
+
+    base = fingerprints()
+    changed = fingerprints(change)
+    assert base.keys() == changed.keys() and len(base) == 4
+    assert all(base[u] != changed[u] for u in base), change
+    assert fingerprints() == base, "the same settings give the same fingerprints"
+    new_model = fingerprints(model="sha:model-2")
+    assert all(base[u] != new_model[u] for u in base), "a retrained generator changes every unit"
+    assert fingerprints("generate.batch_size=7", "generate.concurrency=3") == base, "speed settings change nothing"

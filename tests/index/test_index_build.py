@@ -64,10 +64,13 @@ def test_index_is_rebuilt_only_when_inputs_or_parameters_change(tmp_path):
     assert run_index(config, "baseline").units_done == 3
     again = run_index(config, "baseline")
     assert (again.units_done, again.units_skipped) == (0, 3)
+    # Re-encoding source shard 1 (rows 30-59) touches index shards 1 (rows 25-49) and 2 (50-59), not shard 0.
+    run.mark_done("encode", f"passages/{shard_name(1)}", rows_out=30, fingerprint="re-encoded")
+    redo = run_index(config, "baseline")
+    assert (redo.units_done, redo.units_skipped, redo.units_stale) == (2, 1, 2)
     assert run_index(load_config(None, [f"run_dir={run.uri}", "index.shard_size=100"]), "baseline").units_done == 1
     assert not (tmp_path / "run/index/baseline/index-00001.faiss").exists(), "stale shards removed"
-    run.mark_done("encode", f"passages/{shard_name(1)}", rows_out=30)  # re-encoded input
-    assert run_index(load_config(None, [f"run_dir={run.uri}", "index.shard_size=100"]), "baseline").units_done == 1
+    assert sorted(run.done_units("index")) == ["baseline/shard=00000"]
 
 
 def test_fused_index_needs_every_fused_shard(tmp_path):
@@ -110,7 +113,7 @@ def test_ivfpq_recall_at_10_against_exact_search_on_100k_vectors(tmp_path, one_f
     overrides = [f"run_dir={run.uri}", "index.type=ivfpq", "index.nlist=128", "index.pq_m=64",
                  "index.train_sample=10000", "index.shard_size=50000", "index.nprobe=16"]
     s = run_index(load_config(None, overrides), "baseline")
-    assert s.rows_out == 100_000 and s.units_done == 2
+    assert s.rows_out == 100_000 and s.units_done == 3  # the trained template + 2 shards
     manifest = json.loads((tmp_path / "run/index/baseline/manifest.json").read_text())
     assert manifest["params"] == {"type": "ivfpq", "nlist": 128, "pq_m": 64, "pq_nbits": 8}
     assert (tmp_path / "run/index/baseline/trained.faiss").exists(), "one training, shared by the shards"

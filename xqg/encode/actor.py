@@ -11,12 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xqg.encode.layout import PASSAGES, QUERIES, STAGE, embeddings_dir
-from xqg.encode.model import Encoder, EncoderSpec, chunks, tokenize_passages, tokenize_queries
+from xqg.encode.model import EncoderSpec
 from xqg.encode.vectors import vector_column
-from xqg.rundir import RunDir, shard_name
+from xqg.models.encoder import Encoder, chunks, tokenize_passages, tokenize_queries
+from xqg.layout import ENCODE, PART, PASSAGES, QUERIES, corpus_dir, embeddings_dir, generated_dir, query_set_dir
+from xqg.rundir import RunDir
 
-PART = "part-00000.parquet"
+STAGE = ENCODE
 
 
 def _blank(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -86,7 +87,7 @@ class EncodeActor:
     # ---- targets ---------------------------------------------------------------------
     def encode_passages(self, unit: str, shard: int) -> dict[str, int]:
         """corpus/shard=N -> embeddings/passages/shard=N (docid, embedding)."""
-        table = self.run.read_dir(posixpath.join("corpus", shard_name(shard)), columns=["docid", "title", "text"])
+        table = self.run.read_dir(corpus_dir(shard), columns=["docid", "title", "text"])
         text_col = table["text"]
         content = text_col if self.spec.passage_format == "text" else pc.binary_join_element_wise(
             pc.fill_null(table["title"], ""), pc.fill_null(text_col, ""), " "
@@ -100,7 +101,8 @@ class EncodeActor:
         emb = np.zeros((good.num_rows, encoder.dim), dtype=np.float32)
         for lo, hi in chunks(good.num_rows, self.chunk_size):
             feats = tokenize_passages(
-                encoder.tokenizer, titles[lo:hi], texts[lo:hi], self.spec.p_max_len, self.spec.passage_format
+                encoder.tokenizer, titles[lo:hi], texts[lo:hi], self.spec.p_max_len, self.spec.passage_format,
+                padded=False,
             )
             emb[lo:hi] = encoder.encode(feats, self.batch_size)
         out = pa.table({"docid": good["docid"], "embedding": vector_column(emb)})
@@ -108,8 +110,7 @@ class EncodeActor:
 
     def encode_generated(self, unit: str, lang: str, shard: int) -> dict[str, int]:
         """generated/lang=xx/shard=N -> one summed query embedding per passage (docid, lang, n, embedding_sum)."""
-        src = posixpath.join("generated", f"lang={lang}", shard_name(shard))
-        table = self.run.read_dir(src, columns=["docid", "lang", "queries"])
+        table = self.run.read_dir(generated_dir(lang, shard), columns=["docid", "lang", "queries"])
         lang_ok = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(table["lang"]), lang), False).to_numpy(zero_copy_only=False)
         good, rejects = split_rejects(
             table, [(_blank(table["docid"]), "missing docid"), (~lang_ok, f"lang column is not {lang!r}")], key="docid"
@@ -127,7 +128,7 @@ class EncodeActor:
         encoder = self.encoder(QUERIES)
         sums = np.zeros((good.num_rows, encoder.dim), dtype=np.float32)
         for lo, hi in chunks(len(flat_texts), self.chunk_size):
-            feats = tokenize_queries(encoder.tokenizer, flat_texts[lo:hi], self.spec.q_max_len)
+            feats = tokenize_queries(encoder.tokenizer, flat_texts[lo:hi], self.spec.q_max_len, padded=False)
             owner = parents[lo:hi]
             for idx, emb in encoder.batches(feats, self.batch_size):
                 np.add.at(sums, owner[idx], emb)  # several queries of one passage can share a batch
@@ -143,12 +144,12 @@ class EncodeActor:
 
     def encode_query_set(self, unit: str, name: str) -> dict[str, int]:
         """queries/<set> -> embeddings/queries/<set> (qid, lang, embedding)."""
-        table = self.run.read_dir(posixpath.join(QUERIES, name), columns=["qid", "lang", "question"])
+        table = self.run.read_dir(query_set_dir(name), columns=["qid", "lang", "question"])
         good, rejects = split_rejects(
             table, [(_blank(table["qid"]), "missing qid"), (_blank(table["question"]), "empty question")], key="qid"
         )
         encoder = self.encoder(QUERIES)
-        feats = tokenize_queries(encoder.tokenizer, good["question"].to_pylist(), self.spec.q_max_len)
+        feats = tokenize_queries(encoder.tokenizer, good["question"].to_pylist(), self.spec.q_max_len, padded=False)
         emb = encoder.encode(feats, self.batch_size)
         out = pa.table({"qid": good["qid"], "lang": good["lang"], "embedding": vector_column(emb)})
         return self._write(unit, out, rejects, rows_in=table.num_rows, items=good.num_rows, dim=encoder.dim)

@@ -1,4 +1,4 @@
-"""The encode stage: plan pending units, stream them through encoder actors, mark each complete unit."""
+"""The encode stage: plan units (each made from its input unit and its encoder), stream them through actors."""
 
 from __future__ import annotations
 
@@ -6,75 +6,99 @@ import logging
 from typing import Any
 
 from xqg.config import Config
-from xqg.encode.layout import (
+from xqg.encode.model import EncoderSpec, load_encoder_spec
+from xqg.layout import (
+    ENCODE,
+    GENERATE,
+    GENERATED,
+    INGEST,
     PASSAGES,
     QUERIES,
-    STAGE,
-    generated_unit,
+    corpus_unit,
+    embeddings_dir,
+    generated_sum_unit,
     generated_variant,
+    parse_lang_shard,
     passages_unit,
     queries_unit,
 )
-from xqg.encode.model import load_encoder_spec
-from xqg.rundir import RunDir, parse_shard
+from xqg.rundir import RunDir
+from xqg.runner import StageRunner, Unit, fingerprint, marker_fingerprint
 from xqg.summary import StageSummary
 
 log = logging.getLogger(__name__)
 
-GENERATED = "generated"
 TARGETS = (PASSAGES, GENERATED, QUERIES)
 
 
-def _unit(target: str, unit: str, expected: int | None, shard: int = -1, lang: str = "", name: str = "") -> dict:
-    """One row of the unit dataset (every row has every column, so Ray Data sees one schema)."""
-    return {"unit": unit, "target": target, "shard": shard, "lang": lang, "name": name, "expected": expected}
+def encoder_fingerprints(spec: EncoderSpec, run: RunDir) -> dict[str, str]:
+    """{passages: ..., queries: ...}: what each side's vectors are made with (model content, pooling, lengths)."""
+    from xqg.models.fingerprint import model_fingerprint
+
+    common = {"pooling": spec.pooling, "dtype": spec.dtype}
+    return {
+        PASSAGES: fingerprint({"model": model_fingerprint(spec.passage_model, run), "max_len": spec.p_max_len,
+                               "passage_format": spec.passage_format, **common}),
+        QUERIES: fingerprint({"model": model_fingerprint(spec.query_model, run), "max_len": spec.q_max_len, **common}),
+    }
+
+
+def _unit(
+    runner: StageRunner, unit_name: str, target: str, upstream: tuple[str, str], inputs: dict[str, Any], **payload: Any
+) -> Unit:
+    """One encode unit: made from its upstream unit and the encoder of its side (+ target settings in inputs)."""
+    marker = runner.upstream(*upstream)
+    row = {"target": target, "shard": -1, "lang": "", "name": "", **payload}  # one schema for every Ray Data row
+    inputs = {"input": marker_fingerprint(marker), **inputs}
+    expected = marker.get("rows_out")
+    return Unit(unit_name, inputs, payload=row, expected=None if expected is None else int(expected))
 
 
 def plan_units(
-    run: RunDir, config: Config, target: str, languages: list[str] | None = None, shards: set[int] | None = None
-) -> list[dict[str, Any]]:
-    """Every unit of the target whose input is complete, each with the row count its input marker promises."""
+    runner: StageRunner, encoders: dict[str, str], target: str, languages: list[str] | None = None,
+    shards: set[int] | None = None, num_queries: int | None = None,
+) -> list[Unit]:
+    """Every unit of the target whose input unit is complete."""
     if target == PASSAGES:
         return [
-            _unit(PASSAGES, passages_unit(s), run.corpus_shard_rows(s), shard=s)
-            for s in run.corpus_shards()
+            _unit(runner, passages_unit(s), PASSAGES, (INGEST, corpus_unit(s)), {"encoder": encoders[PASSAGES]}, shard=s)
+            for s in runner.run.corpus_shards()
             if shards is None or s in shards
         ]
     if target == QUERIES:
-        names = sorted(u[len("queries="):] for u in run.done_units("ingest") if u.startswith("queries="))
+        names = sorted(u[len("queries="):] for u in runner.markers(INGEST) if u.startswith("queries="))
         if not names:
-            raise FileNotFoundError(f"no ingested query sets in {run.uri}: run jobs/ingest.py first")
-        return [_unit(QUERIES, queries_unit(n), _marker_rows(run, "ingest", f"queries={n}"), name=n) for n in names]
+            raise FileNotFoundError(f"no ingested query sets in {runner.run.uri}: run jobs/ingest.py first")
+        return [
+            _unit(runner, queries_unit(n), QUERIES, (INGEST, f"queries={n}"), {"encoder": encoders[QUERIES]}, name=n) for n in names
+        ]
     if target == GENERATED:
-        variant = generated_variant(config.encode.num_queries)
-        generated = sorted(run.done_units("generate"))
+        variant = generated_variant(num_queries)
+        generated = sorted(runner.markers(GENERATE))
         if not generated:
-            raise FileNotFoundError(f"no generated queries in {run.uri}: run jobs/generate.py first")
+            raise FileNotFoundError(f"no generated queries in {runner.run.uri}: run jobs/generate.py first")
         units = []
         for done in generated:  # only (lang, shard) units whose generate marker exists
-            parts = done.split("/")
-            if len(parts) != 2 or not parts[0].startswith("lang="):
+            parsed = parse_lang_shard(done)
+            if parsed is None:
                 continue
-            lang, shard = parts[0][len("lang="):], parse_shard(parts[1])
+            lang, shard = parsed
             if (languages is None or lang in languages) and (shards is None or shard in shards):
-                units.append(_unit(GENERATED, generated_unit(variant, lang, shard),
-                                   _marker_rows(run, "generate", done), shard=shard, lang=lang))
+                units.append(_unit(runner, generated_sum_unit(variant, lang, shard), GENERATED, (GENERATE, done),
+                                   {"encoder": encoders[QUERIES], "num_queries": num_queries}, shard=shard, lang=lang))
         return units
     raise ValueError(f"unknown encode target {target!r}; expected one of {TARGETS} or 'all'")
 
 
-def _marker_rows(run: RunDir, stage: str, unit: str) -> int | None:
-    """rows_out recorded by an upstream marker, when it recorded one."""
-    value = run.read_marker(stage, unit).get("rows_out")
-    return None if value is None else int(value)
-
-
-def _plan_all(run: RunDir, config: Config, languages: list[str] | None, shards: set[int] | None) -> list[dict]:
+def _plan_all(
+    runner: StageRunner, encoders: dict[str, str], languages: list[str] | None, shards: set[int] | None,
+    num_queries: int | None,
+) -> list[Unit]:
     """Units of every target whose input exists (passages must exist)."""
-    units = plan_units(run, config, PASSAGES, languages, shards)
+    units = plan_units(runner, encoders, PASSAGES, languages, shards)
     for target in (GENERATED, QUERIES):
         try:
-            units += plan_units(run, config, target, languages, shards)
+            units += plan_units(runner, encoders, target, languages, shards, num_queries)
         except FileNotFoundError as e:
             log.info("encode %s skipped: %s", target, e)
     return units
@@ -85,71 +109,56 @@ def run_encode(
 ) -> StageSummary:
     """Encode passages, generated queries (summed per passage and language), query sets, or 'all' of them.
 
-    All pending units go through one pool of encoder actors; each unit's output is written by its actor and
-    marked complete by the driver once its rows add up, so a rerun redoes only unmarked units.
+    All units to do go through one pool of encoder actors; each unit's output is written by its actor and
+    marked by the driver once its rows add up. A unit is redone when its input unit or its encoder changed.
     """
     from xqg.encode.actor import EncodeActor
-    from xqg.units import cluster_gpus, pool_size, run_units
+    from xqg.units import cluster_gpus, pool_size
 
     run = RunDir(config.run_dir)
-    units = _plan_all(run, config, languages, shards) if target == "all" else plan_units(
-        run, config, target, languages, shards
-    )
-    done = run.done_units(STAGE)
-    pending = [u for u in units if u["unit"] not in done]
-    summary = StageSummary(stage=f"encode {target}", units_skipped=len(units) - len(pending))
-    if not pending:
-        summary.message = "nothing to do: every unit is complete"
-        return summary
+    runner = StageRunner(run, ENCODE, label=f"encode {target}", keep_stale=config.keep_stale,
+                         outputs=lambda u: [embeddings_dir(u)])
     spec = load_encoder_spec(config, run)
-    run.write_config(config, STAGE)
+    encoders = encoder_fingerprints(spec, run)
+    k = config.encode.num_queries
+    units = _plan_all(runner, encoders, languages, shards, k) if target == "all" else plan_units(
+        runner, encoders, target, languages, shards, k
+    )
+    plan = runner.plan(units)
+    summary = runner.summary
+    if not plan.todo:
+        return runner.close()
+    run.write_config(config, ENCODE)
     use_gpu = cluster_gpus() > 0
-    expected = {u["unit"]: u.pop("expected") for u in pending}
     per_target: dict[str, dict[str, int]] = {}
-    failed: list[str] = []
 
-    def on_result(row: dict[str, Any]) -> None:
-        unit, kind = str(row["unit"]), str(row["target"])
-        rows_in, rows_out, rejected = int(row["rows_in"]), int(row["rows_out"]), int(row["rejected"])
-        want = expected.get(unit)
-        # What the input marker promised is what the unit owes: a short read then shows as a mismatch.
-        owed = want if want is not None else rows_in
+    def on_result(unit: Unit, row: dict[str, Any]) -> dict[str, Any]:
+        kind = unit.payload["target"]
+        owed = unit.expected if unit.expected is not None else int(row["rows_in"])
         counts = per_target.setdefault(kind, {"rows in": 0, "rows out": 0, "rejected": 0, "texts encoded": 0})
-        for key, value in (("rows in", owed), ("rows out", rows_out), ("rejected", rejected),
-                           ("texts encoded", int(row["items"]))):
-            counts[key] += value
-        summary.rows_in += owed
-        summary.rows_out += rows_out
-        summary.rejected += rejected
-        if rows_in != rows_out + rejected or owed != rows_in:
-            failed.append(unit)
-            log.error("unit %s: %d rows in (input marker: %s) != %d out + %d rejected; not marked",
-                      unit, rows_in, want, rows_out, rejected)
-            return
-        info = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k not in ("unit", "target")}
+        for key, value in (("rows in", owed), ("rows out", row["rows_out"]), ("rejected", row["rejected"]),
+                           ("texts encoded", row["items"])):
+            counts[key] += int(value)
         model = spec.passage_model if kind == PASSAGES else spec.query_model
-        run.mark_done(STAGE, unit, model=model, pooling=spec.pooling, **info)
-        summary.units_done += 1
+        return {"model": model, "pooling": spec.pooling, "encoder": unit.inputs["encoder"]}
 
     kwargs = {
-        "run_uri": config.run_dir, "spec": spec.to_dict(), "batch_size": config.encode.batch_size,
+        "run_uri": run.worker_uri, "spec": spec.to_dict(), "batch_size": config.encode.batch_size,
         "chunk_size": config.encode.chunk_size, "threads": config.encode.torch_threads,
         "num_queries": config.encode.num_queries,
-        "preload": tuple(sorted({PASSAGES if u["target"] == PASSAGES else QUERIES for u in pending})),
+        "preload": tuple(sorted({PASSAGES if u.payload["target"] == PASSAGES else QUERIES for u in plan.todo})),
     }
-    summary.seconds = run_units(
-        pending, EncodeActor, kwargs,
-        concurrency=pool_size(config.encode.concurrency, use_gpu, len(pending)), num_gpus=1 if use_gpu else 0,
+    seconds = runner.run_actors(
+        plan.todo, EncodeActor, kwargs,
+        concurrency=pool_size(config.encode.concurrency, use_gpu, len(plan.todo)), num_gpus=1 if use_gpu else 0,
         on_result=on_result, desc=f"encode {target}", rate_key="items", rate_unit="texts",
     )
     texts = sum(c["texts encoded"] for c in per_target.values())
     summary.extra["texts encoded"] = texts
-    if summary.seconds > 0:
-        summary.extra["texts/s"] = texts / summary.seconds
+    if seconds > 0:
+        summary.extra["texts/s"] = texts / seconds
     if len(per_target) > 1:
         for kind, counts in per_target.items():
             summary.extra[kind] = ", ".join(f"{k} {v:,}" for k, v in counts.items())
     summary.extra["device"] = "gpu" if use_gpu else "cpu"
-    if failed:
-        summary.message = f"{len(failed)} unit(s) did not add up and were not marked: {failed[:5]}"
-    return summary
+    return runner.close()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
-import time
 from typing import Any
 
 import numpy as np
@@ -16,31 +14,29 @@ from xqg.config import Config
 from xqg.evaluate.metrics import ir_metrics
 from xqg.evaluate.report import format_table, make_results, write_report
 from xqg.evaluate.xor import TokenCache, recall_at_kt
-from xqg.pipeline import index_names
+from xqg.fuse import fuse_languages
+from xqg.layout import (
+    EVALUATE,
+    INGEST,
+    SEARCH,
+    default_query_set,
+    index_names,
+    query_set_dir,
+    query_set_name,
+    query_set_unit,
+    report_name,
+    run_file,
+    run_name,
+)
 from xqg.rundir import RunDir
+from xqg.runner import StageRunner, Unit, marker_fingerprint
+from xqg.stamp import path_stamp
 from xqg.summary import StageSummary
-
-STAGE = "evaluate"
-
-
-def query_set_name(config: Config) -> str:
-    """The query set searched and scored: search.query_set, else the first configured set."""
-    if config.search.query_set:
-        return config.search.query_set
-    if not config.queries:
-        raise ValueError("no query set configured: add one under `queries:`")
-    return config.queries[0].name
-
-
-def run_name(config: Config, index: str) -> str:
-    """The run file name search writes for an index and the scored query set."""
-    qset = query_set_name(config)
-    return index if qset == config.queries[0].name else f"{index}.{qset}"
 
 
 def read_run(run: RunDir, name: str) -> pa.Table:
     """runs/<name>.tsv as a table (qid, docid, rank, score), ordered by qid then rank."""
-    rel = posixpath.join("runs", f"{name}.tsv")
+    rel = run_file(name)
     if not run.exists(rel):
         raise FileNotFoundError(f"no run file {run.path(rel)}: run jobs/search.py first")
     with run.fs.open_input_stream(run.path(rel)) as f:
@@ -78,13 +74,29 @@ def _ranked_lists(table: pa.Table) -> dict[str, list[str]]:
     return {qids[s]: docids[s:e].tolist() for s, e in zip(starts, ends)}
 
 
-def _fingerprint(run: RunDir, names: list[str], qset: str) -> str:
-    """Changes when a run file or the query set changes, so a new search is scored again."""
-    h = hashlib.sha256()
-    paths = [run.path("runs", f"{n}.tsv") for n in names] + run.parquet_files(posixpath.join("queries", qset))
-    for info in run.fs.get_file_info(paths):
-        h.update(f"{info.path}:{info.size}:{info.mtime_ns}".encode())
-    return h.hexdigest()[:16]
+def _run_file_stamp(run: RunDir, name: str) -> str:
+    """The content digest of runs/<name>.tsv, or a clear error when it is missing."""
+    rel = run_file(name)
+    if not run.exists(rel):
+        raise FileNotFoundError(f"no run file {run.path(rel)}: run jobs/search.py first")
+    return path_stamp(run.fs, run.path(rel))
+
+
+def comparable_runs(markers: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """{label: passage encoder}; an error naming both when the runs' encoders or query sets differ."""
+    def side(label: str, key: str) -> Any:
+        return markers[label].get(key)
+
+    labels = list(markers)
+    for key, what in (("query_set", "query sets"), ("query_encoder", "query encoders"), ("encoder", "passage encoders")):
+        values = {label: side(label, key) for label in labels}
+        if len({str(v) for v in values.values()}) > 1:
+            shown = ", ".join(f"{label} ({markers[label]['unit']}): {v}" for label, v in values.items())
+            raise ValueError(
+                f"cannot compare runs searched with different {what}: {shown}. Rerun the pipeline (it redoes what "
+                "is stale) so that both runs come from the same encoder and query set"
+            )
+    return {label: str(side(label, "encoder")) for label in labels}
 
 
 def _config_summary(config: Config) -> dict[str, Any]:
@@ -100,7 +112,7 @@ def _config_summary(config: Config) -> dict[str, Any]:
         "bi-encoder": model(config.encode.model) if config.encode.model else f"trained: {model(config.train_dr.model)}",
         "alpha": config.fuse.alpha,
         "fusion": f"{config.fuse.reduce} over {config.fuse.num_queries or 'all'} queries of "
-        f"{', '.join(config.fuse.languages) if config.fuse.languages else 'every generated language'}",
+        f"{', '.join(fuse_languages(config))}",
         "index": config.index.type,
         "depth": config.search.depth,
     }
@@ -108,69 +120,67 @@ def _config_summary(config: Config) -> dict[str, Any]:
 
 def run_evaluate(config: Config) -> StageSummary:
     """Score baseline and +xQG runs with R@kt (and IR metrics when qrels exist); write reports/<fuse name>.*."""
-    start = time.perf_counter()
     run = RunDir(config.run_dir)
     qset = query_set_name(config)
-    baseline_index, xqg_index = index_names(config)
-    names = {"baseline": run_name(config, baseline_index), "+xQG": run_name(config, xqg_index)}
-    report_name = run_name(config, xqg_index)
-    summary = StageSummary(stage=STAGE)
-    fingerprint = _fingerprint(run, list(names.values()), qset)
-    if run.is_done(STAGE, report_name):
-        marker = run.read_marker(STAGE, report_name)
-        if marker.get("fingerprint") == fingerprint:
-            summary.rows_in = summary.rows_out = int(marker["rows_in"])
-            summary.units_skipped = 1
-            summary.message = f"reports/{report_name}.md is up to date\n\n{marker['table']}"
-            summary.seconds = time.perf_counter() - start
-            return summary
+    default_set = default_query_set(config)
+    names = {label: run_name(index, qset, default_set) for label, index in zip(("baseline", "+xQG"), index_names(config))}
+    rname = report_name(config)
+    runner = StageRunner(run, EVALUATE, keep_stale=config.keep_stale,
+                         outputs=lambda u: [posixpath.join("reports", f"{u}.{ext}") for ext in ("md", "json", "png")])
+    searched = {label: runner.upstream(SEARCH, name) for label, name in names.items()}
+    encoders = comparable_runs(searched)
+    ev = config.evaluate
+    unit = Unit(rname, {
+        # The run files' bytes too: a run file written by hand (or by another tool) is scored again.
+        "runs": {label: [marker_fingerprint(m), _run_file_stamp(run, names[label])] for label, m in searched.items()},
+        "queries": runner.upstream_fingerprint(INGEST, query_set_unit(qset)),
+        "kt": ev.kt, "ir_ks": ev.ir_ks, "include_title": ev.include_title, "permutations": ev.permutations,
+        "seed": ev.seed,
+    })
+    plan = runner.plan([unit])
+    if not plan.todo:
+        marker = runner.markers()[rname]
+        runner.summary.rows_in = runner.summary.rows_out = int(marker["rows_in"])
+        return runner.close(f"reports/{rname}.md is up to date\n\n{marker['table']}")
+    run.write_config(config, EVALUATE)
 
-    run.write_config(config, STAGE)
-    queries = run.read_dir(posixpath.join("queries", qset), columns=["qid", "lang", "answers", "docids"])
-    questions = [
-        {"id": q, "lang": lang, "answers": answers}
-        for q, lang, answers in zip(
-            queries["qid"].to_pylist(), queries["lang"].to_pylist(), queries["answers"].to_pylist()
-        )
-    ]
-    tables = {label: read_run(run, name) for label, name in names.items()}
-    texts = passage_texts(
-        run, pa.concat_arrays([t["docid"].combine_chunks() for t in tables.values()]), config.evaluate.include_title
-    )
-    cache = TokenCache()  # both runs retrieve many of the same passages
-    results = {}
-    for label, table in tables.items():
-        ranked = _ranked_lists(table)
-        predictions = {qid: [texts.get(d, "") for d in docids] for qid, docids in ranked.items()}
-        results[label] = recall_at_kt(questions, predictions, ks=tuple(config.evaluate.kt), cache=cache)
-
-    ir = None
-    qrels = {q: {d: 1 for d in ds} for q, ds in zip(queries["qid"].to_pylist(), queries["docids"].to_pylist()) if ds}
-    if qrels:
-        ir = {
-            label: ir_metrics(
-                qrels,
-                _run_scores(table),
-                ks=tuple(config.evaluate.ir_ks),
+    def evaluate(unit: Unit) -> dict[str, Any]:
+        queries = run.read_dir(query_set_dir(qset), columns=["qid", "lang", "answers", "docids"])
+        questions = [
+            {"id": q, "lang": lang, "answers": answers}
+            for q, lang, answers in zip(
+                queries["qid"].to_pylist(), queries["lang"].to_pylist(), queries["answers"].to_pylist()
             )
-            for label, table in tables.items()
-        }
-    report = make_results(results, ir=ir, n_permutations=config.evaluate.permutations, seed=config.evaluate.seed)
-    paths = write_report(run.path("reports"), report_name, report, _config_summary(config))
-    table_text = format_table(report)
+        ]
+        tables = {label: read_run(run, name) for label, name in names.items()}
+        texts = passage_texts(
+            run, pa.concat_arrays([t["docid"].combine_chunks() for t in tables.values()]), ev.include_title
+        )
+        cache = TokenCache()  # both runs retrieve many of the same passages
+        results = {}
+        for label, table in tables.items():
+            ranked = _ranked_lists(table)
+            predictions = {qid: [texts.get(d, "") for d in docids] for qid, docids in ranked.items()}
+            results[label] = recall_at_kt(questions, predictions, ks=tuple(ev.kt), cache=cache)
+        ir = None
+        qrels = {q: {d: 1 for d in ds} for q, ds in zip(queries["qid"].to_pylist(), queries["docids"].to_pylist()) if ds}
+        if qrels:
+            ir = {label: ir_metrics(qrels, _run_scores(table), ks=tuple(ev.ir_ks)) for label, table in tables.items()}
+        report = make_results(results, ir=ir, n_permutations=ev.permutations, seed=ev.seed)
+        about = {**_config_summary(config), **{f"passage encoder ({label})": fp for label, fp in encoders.items()},
+                 "query encoder": str(searched["baseline"].get("query_encoder"))}
+        paths = write_report(run.path("reports"), rname, report, about)
+        table_text = format_table(report)
+        runner.summary.extra.update({
+            "questions counted": sum(results["baseline"].counts.values()),
+            "questions skipped (yes/no or no answer)": results["baseline"].n_skipped,
+            "report": paths["md"],
+        })
+        return {"rows_in": len(questions), "rows_out": len(questions), "rejected": 0, "table": table_text, "files": paths}
 
-    counted = results["baseline"].counts
-    summary.rows_in = summary.rows_out = len(questions)
-    summary.units_done = 1
-    summary.extra = {
-        "questions counted": sum(counted.values()),
-        "questions skipped (yes/no or no answer)": results["baseline"].n_skipped,
-        "report": paths["md"],
-    }
-    summary.message = table_text
-    run.mark_done(STAGE, report_name, fingerprint=fingerprint, rows_in=len(questions), table=table_text, files=paths)
-    summary.seconds = time.perf_counter() - start
-    return summary
+    runner.run_local(plan.todo, evaluate)
+    marker = runner.markers().get(rname)
+    return runner.close(marker["table"] if marker else "")
 
 
 def _run_scores(table: pa.Table) -> dict[str, dict[str, float]]:

@@ -11,22 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from xqg.generate.backends import SamplingSettings, make_backend
+from xqg.generate.backends import SamplingSettings, backend_class
 from xqg.generate.unit import generate_unit
-from xqg.rundir import RunDir, shard_name
+from xqg.layout import GENERATE, PART, corpus_dir, generated_dir, generated_unit
+from xqg.rundir import RunDir
 
-STAGE = "generate"
+STAGE = GENERATE
 PROGRESS_EVERY_S = 30.0  # a unit (a shard of a large corpus) can take an hour: say how far it got
-
-
-def unit_name(lang: str, shard: int) -> str:
-    """lang=ar/shard=00003: the unit's marker, rejects and output folder name."""
-    return f"lang={lang}/{shard_name(shard)}"
-
-
-def output_dir(lang: str, shard: int) -> str:
-    """Relative folder of a unit's generated queries."""
-    return posixpath.join("generated", unit_name(lang, shard))
 
 
 class GenerateActor:
@@ -44,35 +35,36 @@ class GenerateActor:
         use_gpu: bool,
         compute_type: str = "auto",
         trust_remote_code: bool = False,
-        ct2_path: str | None = None,
+        **prepared: Any,
     ) -> None:
+        """prepared: what the backend's prepare hook returned on the driver (e.g. ct2_path)."""
         from xqg.models.resolve import localize
 
         self.run = RunDir(run_uri)
+        cls = backend_class(backend)
         # "run:" refs (a non-local run) become this node's local copies before anything loads them.
         model_path = localize(model_path, self.run)
-        ct2_path = localize(ct2_path, self.run) if ct2_path else ct2_path
+        prepared = cls.localize_kwargs(prepared, self.run)
         # Ray sets OMP_NUM_THREADS to the CPUs it gave this actor; use exactly those for the math libraries.
         threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or None
-        extra = {"ct2_path": ct2_path} if backend == "ctranslate2" else {}
-        self.backend = make_backend(
-            backend, model_path, SamplingSettings(**sampling), device="cuda" if use_gpu else "cpu",
-            compute_type=compute_type, trust_remote_code=trust_remote_code, threads=threads, **extra,
+        self.backend = cls(
+            model_path, SamplingSettings(**sampling), device="cuda" if use_gpu else "cpu",
+            compute_type=compute_type, trust_remote_code=trust_remote_code, threads=threads, **prepared,
         )
         self.template, self.seed, self.batch_size = template, seed, batch_size
         self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
 
     def process(self, lang: str, shard: int) -> dict[str, Any]:
         """Generate one unit, replacing any partial output of an earlier try; return its manifest."""
-        unit = unit_name(lang, shard)
-        out_dir = output_dir(lang, shard)
+        unit = generated_unit(lang, shard)
+        out_dir = generated_dir(lang, shard)
         self.run.remove(out_dir)
-        passages = self.run.read_dir(posixpath.join("corpus", shard_name(shard)), columns=["docid", "title", "text"])
+        passages = self.run.read_dir(corpus_dir(shard), columns=["docid", "title", "text"])
         res = generate_unit(
             self.backend, passages, lang=lang, shard=shard, template=self.template, seed=self.seed,
             batch_size=self.batch_size, progress=self._progress_printer(unit),
         )
-        self.run.write_table(posixpath.join(out_dir, "part-00000.parquet"), res.table)
+        self.run.write_table(posixpath.join(out_dir, PART), res.table)
         rejected = self.run.write_rejects(STAGE, unit, res.rejects)
         return {
             "unit": unit, "lang": lang, "shard": shard, "rows_in": res.rows_in, "rows_out": res.table.num_rows,

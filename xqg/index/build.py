@@ -9,13 +9,13 @@ import numpy as np
 
 from xqg.config import IndexConfig
 from xqg.index.faiss_io import to_cpu, to_gpu
+from xqg.layout import BASELINE, index_name
+
+__all__ = ["BASELINE", "MANIFEST", "TRAINED", "index_name"]
 
 log = logging.getLogger(__name__)
 
-STAGE = "index"
-BASELINE = "baseline"
 MANIFEST = "manifest.json"
-PLAN = "plan.json"
 TRAINED = "trained.faiss"
 
 
@@ -27,11 +27,6 @@ def index_file(i: int) -> str:
 def docids_file(i: int) -> str:
     """docids-NNNNN.parquet (row r = FAISS id r of the same index shard)."""
     return f"docids-{i:05d}.parquet"
-
-
-def index_name(name: str) -> str:
-    """'passages' and 'baseline' name the baseline index; any other name is a fused set's."""
-    return BASELINE if name in (BASELINE, "passages") else name
 
 
 def effective_params(cfg: IndexConfig, dim: int, ntrain: int) -> dict[str, Any]:

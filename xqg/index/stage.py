@@ -13,23 +13,24 @@ import numpy as np
 import pyarrow as pa
 
 from xqg.config import Config
-from xqg.encode.layout import STAGE as ENCODE, embeddings_dir, passages_unit
 from xqg.encode.vectors import vector_matrix
-from xqg.index.build import (
-    BASELINE,
-    MANIFEST,
-    PLAN,
-    STAGE,
-    TRAINED,
-    docids_file,
-    effective_params,
-    fill_index,
-    index_file,
-    index_name,
-    train_index,
-)
+from xqg.index.build import MANIFEST, TRAINED, docids_file, effective_params, fill_index, index_file, train_index
 from xqg.index.faiss_io import gpu_enabled, read_index_file, write_index_file
-from xqg.rundir import RunDir, shard_name
+from xqg.layout import (
+    BASELINE,
+    ENCODE,
+    FUSE,
+    INDEX,
+    embeddings_dir,
+    fused_dir,
+    fused_unit,
+    index_dir,
+    index_name,
+    index_unit,
+    passages_unit,
+)
+from xqg.rundir import RunDir, parse_shard
+from xqg.runner import StageRunner, Unit, fingerprint, marker_fingerprint
 from xqg.summary import StageSummary
 
 log = logging.getLogger(__name__)
@@ -37,37 +38,48 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Source:
-    """The embedding shards an index is built from."""
+    """The embedding shards an index is built from, with their markers' fingerprints and passage encoders."""
 
     name: str
-    stage: str
     units: list[str]
     folders: list[str]
     rows: list[int]
+    fingerprints: list[str]
+    encoders: list[str]
 
     @property
     def total(self) -> int:
         """Vectors in all shards."""
         return sum(self.rows)
 
+    def overlapping(self, lo: int, hi: int) -> dict[str, str]:
+        """{source unit: fingerprint} of the shards holding global rows [lo, hi)."""
+        out, offset = {}, 0
+        for unit, n, fp in zip(self.units, self.rows, self.fingerprints):
+            if offset < hi and lo < offset + n:
+                out[unit] = fp
+            offset += n
+        return out
 
-def index_source(run: RunDir, name: str) -> Source:
+
+def index_source(runner: StageRunner, name: str) -> Source:
     """embeddings/passages (baseline) or fused/<name>, complete for every corpus shard, or a clear error."""
-    shards = run.corpus_shards()
+    shards = runner.run.corpus_shards()
     if name == BASELINE:
         stage, units = ENCODE, [passages_unit(s) for s in shards]
         folders = [embeddings_dir(u) for u in units]
         hint = "jobs/encode.py --target passages"
     else:
-        stage, units = "fuse", [posixpath.join(name, shard_name(s)) for s in shards]
-        folders = [posixpath.join("fused", u) for u in units]
+        stage, units = FUSE, [fused_unit(name, s) for s in shards]
+        folders = [fused_dir(u) for u in units]
         hint = f"jobs/fuse.py --set fuse.name={name}"
-    done = run.done_units(stage)
-    missing = [u for u in units if u not in done]
+    markers = runner.markers(stage)
+    missing = [u for u in units if u not in markers]
     if missing:
         raise FileNotFoundError(f"index {name!r}: {len(missing)} input shard(s) incomplete, e.g. {missing[:3]}: run {hint}")
-    rows = [int(run.read_marker(stage, u)["rows_out"]) for u in units]
-    return Source(name, stage, units, folders, rows)
+    ms = [markers[u] for u in units]
+    encoders = [str(m.get("encoder") or (m.get("inputs") or {}).get("encoder") or "") for m in ms]
+    return Source(name, units, folders, [int(m["rows_out"]) for m in ms], [marker_fingerprint(m) for m in ms], encoders)
 
 
 def read_rows(run: RunDir, source: Source, lo: int, hi: int) -> tuple[pa.Array, np.ndarray]:
@@ -98,6 +110,15 @@ def sample_rows(run: RunDir, source: Source, k: int, seed: int = 0) -> np.ndarra
     return np.concatenate(out)
 
 
+def _outputs(name: str, unit: str) -> list[str]:
+    """The files of an index unit (a FAISS shard, or the trained IVF-PQ template)."""
+    folder, last = index_dir(name), unit.rsplit("/", 1)[-1]
+    if last == "trained":
+        return [posixpath.join(folder, TRAINED)]
+    i = parse_shard(last)
+    return [posixpath.join(folder, index_file(i)), posixpath.join(folder, docids_file(i))]
+
+
 def run_index(config: Config, name: str) -> StageSummary:
     """Build index/<name>/ (index-NNNNN.faiss + docids-NNNNN.parquet + manifest.json) from its embeddings."""
     import faiss
@@ -105,74 +126,81 @@ def run_index(config: Config, name: str) -> StageSummary:
     name = index_name(name)
     run = RunDir(config.run_dir)
     cfg = config.index
-    start = time.perf_counter()
-    source = index_source(run, name)
+    folder = index_dir(name)
+    runner = StageRunner(run, INDEX, label=f"index {name}", keep_stale=config.keep_stale,
+                         outputs=lambda u: _outputs(name, u))
+    source = index_source(runner, name)
     if source.total == 0:
         raise ValueError(f"index {name!r}: the input embeddings hold no vectors")
-    folder = posixpath.join("index", name)
-    finished = [run.read_marker(source.stage, u).get("finished_at") for u in source.units]
-    plan = {
-        "name": name, "source": source.folders[0].rsplit("/", 1)[0], "source_rows": source.rows,
-        "source_finished": finished, "index": cfg.model_dump(exclude={"use_gpu", "nprobe", "ef_search"}),
-    }
-    summary = StageSummary(stage=f"index {name}")
-    n_shards = max(1, math.ceil(source.total / cfg.shard_size))
-    if run.exists(folder, MANIFEST) and run.read_json(posixpath.join(folder, MANIFEST)).get("plan") == plan:
-        summary.units_skipped = n_shards
-        summary.message = "index is complete and up to date"
-        return summary
-    if not run.exists(folder, PLAN) or run.read_json(posixpath.join(folder, PLAN)) != plan:
-        run.remove(folder)  # inputs or parameters changed: earlier shards are stale
-        run.remove("_done", STAGE, name)
-        run.write_json(posixpath.join(folder, PLAN), plan)
-    run.write_config(config, STAGE)
     use_gpu = gpu_enabled(cfg.use_gpu)
     dim = vector_matrix(run.read_dir(source.folders[0], ["embedding"]).slice(0, 1)["embedding"]).shape[1]
     ntrain = min(cfg.train_sample, source.total)
     params = effective_params(cfg, dim, ntrain)
-    trained = None
-    if params["type"] == "ivfpq":
-        if run.exists(folder, TRAINED):
-            trained = read_index_file(run, posixpath.join(folder, TRAINED))
-        else:
-            t0 = time.perf_counter()
-            trained = train_index(params, sample_rows(run, source, ntrain), use_gpu)
-            write_index_file(run, posixpath.join(folder, TRAINED), trained)
-            summary.extra["train seconds"] = time.perf_counter() - t0
+    settings = {"params": params, "shard_size": cfg.shard_size}
+    trained_unit = None
+    if params["type"] == "ivfpq":  # one template trained on a sample of every source shard
+        trained_unit = Unit(posixpath.join(name, "trained"), {"source": dict(zip(source.units, source.fingerprints)),
+                                                               "train_sample": ntrain, **settings})
+    n_shards = max(1, math.ceil(source.total / cfg.shard_size))
     shards = []
     for i in range(n_shards):
         lo, hi = i * cfg.shard_size, min(source.total, (i + 1) * cfg.shard_size)
-        unit = posixpath.join(name, shard_name(i))
-        entry = {"index": index_file(i), "docids": docids_file(i), "rows": hi - lo, "offset": lo}
-        shards.append(entry)
-        if run.is_done(STAGE, unit):
-            summary.units_skipped += 1
-            continue
+        inputs = {"source": source.overlapping(lo, hi), "rows": [lo, hi], **settings,
+                  "trained": trained_unit.fingerprint if trained_unit else None}
+        shards.append(Unit(index_unit(name, i), inputs, payload={"i": i, "lo": lo, "hi": hi}, expected=hi - lo))
+    # Shards of an earlier, larger plan would otherwise linger next to the new ones.
+    wanted = {u.name for u in shards} | ({trained_unit.name} if trained_unit else set())
+    for old in sorted(u for u in runner.markers() if u.startswith(f"{name}/") and u not in wanted):
+        runner.prepare(Unit(old, {}))
+    plan = runner.plan(([trained_unit] if trained_unit else []) + shards)
+    manifest_fp = fingerprint({u.name: u.fingerprint for u in shards})
+    manifest_rel = posixpath.join(folder, MANIFEST)
+    if not plan.todo and run.exists(manifest_rel) and run.read_json(manifest_rel).get("fingerprint") == manifest_fp:
+        return runner.close(f"{folder} is complete and up to date")
+    run.write_config(config, INDEX)
+    run.remove(manifest_rel)  # absent while shards change: a half-rebuilt index is never searched
+    trained = None
+    if trained_unit is not None:
+        def train(unit: Unit) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            write_index_file(run, posixpath.join(folder, TRAINED), train_index(params, sample_rows(run, source, ntrain), use_gpu))
+            runner.summary.extra["train seconds"] = time.perf_counter() - t0
+            return {"rows_in": 0, "rows_out": 0, "rejected": 0}
+
+        runner.run_local([u for u in plan.todo if u is trained_unit], train)
+        if trained_unit.name in runner.markers():
+            trained = read_index_file(run, posixpath.join(folder, TRAINED))
+
+    def build(unit: Unit) -> dict[str, Any]:
+        if trained_unit is not None and trained is None:
+            raise RuntimeError("the IVF-PQ template could not be trained")
+        lo, hi, i = unit.payload["lo"], unit.payload["hi"], unit.payload["i"]
         docids, vectors = read_rows(run, source, lo, hi)
         index = fill_index(params, vectors, trained, use_gpu)
-        if index.ntotal != hi - lo:
-            raise RuntimeError(f"index shard {i}: {index.ntotal} vectors added, expected {hi - lo}")
-        run.write_table(posixpath.join(folder, entry["docids"]), pa.table({"docid": docids}))
-        write_index_file(run, posixpath.join(folder, entry["index"]), index)
-        run.mark_done(STAGE, unit, rows_out=hi - lo)
-        summary.units_done += 1
-        summary.rows_in += hi - lo
-        summary.rows_out += hi - lo
-    manifest = {
-        "name": name, "source": plan["source"], "metric": "inner_product", "dim": dim, "ntotal": source.total,
-        "params": params, "shards": shards, "trained": TRAINED if trained is not None else None, "plan": plan,
-        "faiss_version": faiss.__version__, "built_at": time.time(),
-    }
-    run.write_json(posixpath.join(folder, MANIFEST), manifest)  # written last: its presence means complete
-    summary.seconds = time.perf_counter() - start
-    summary.extra.update({"index type": params["type"], "vectors": source.total, "index shards": n_shards,
-                          "device": "gpu" if use_gpu else "cpu"})
-    return summary
+        run.write_table(posixpath.join(folder, docids_file(i)), pa.table({"docid": docids}))
+        write_index_file(run, posixpath.join(folder, index_file(i)), index)
+        return {"rows_in": hi - lo, "rows_out": int(index.ntotal), "rejected": 0, "written": hi - lo}
+
+    runner.run_local([u for u in plan.todo if u is not trained_unit], build, desc=f"index {name}")
+    encoders = sorted(set(source.encoders))
+    if not runner.failed:
+        manifest = {
+            "name": name, "source": source.folders[0].rsplit("/", 1)[0], "metric": "inner_product", "dim": dim,
+            "ntotal": source.total, "params": params, "trained": TRAINED if trained_unit else None,
+            "shards": [{"index": index_file(u.payload["i"]), "docids": docids_file(u.payload["i"]),
+                        "rows": u.payload["hi"] - u.payload["lo"], "offset": u.payload["lo"]} for u in shards],
+            "fingerprint": manifest_fp, "encoder": encoders[0] if len(encoders) == 1 else encoders,
+            "faiss_version": faiss.__version__, "built_at": time.time(),
+        }
+        run.write_json(manifest_rel, manifest)  # written last: its presence means complete
+    runner.summary.extra.update({"index type": params["type"], "vectors": source.total, "index shards": n_shards,
+                                 "device": "gpu" if use_gpu else "cpu"})
+    return runner.close()
 
 
 def read_manifest(run: RunDir, name: str) -> dict[str, Any]:
     """The manifest of a complete index, or a clear error."""
-    rel = posixpath.join("index", index_name(name), MANIFEST)
+    rel = posixpath.join(index_dir(name), MANIFEST)
     if not run.exists(rel):
         raise FileNotFoundError(f"no complete index {index_name(name)!r} in {run.uri}: run jobs/index.py --name {name}")
     return run.read_json(rel)

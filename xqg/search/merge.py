@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from xqg.layout import run_file
 from xqg.rundir import RunDir
 
 
@@ -28,7 +29,7 @@ def write_run(run: RunDir, name: str, qids: pa.Array, merged: pa.Table) -> tuple
         "qid": qid, "q0": pa.repeat("Q0", len(merged)), "docid": merged["docid"], "rank": merged["rank"],
         "score": merged["score"], "tag": pa.repeat(name, len(merged)),
     })
-    paths = (f"runs/{name}.tsv", f"runs/{name}.trec")
+    paths = (run_file(name, "tsv"), run_file(name, "trec"))
     _write_csv(run, paths[0], tsv, "\t", header="qid\tdocid\trank\tscore\n")
     _write_csv(run, paths[1], trec, " ")
     return paths

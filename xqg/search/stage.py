@@ -3,40 +3,32 @@
 from __future__ import annotations
 
 import logging
-import posixpath
-import time
 from typing import Any
 
 import numpy as np
 
 from xqg.config import Config
-from xqg.encode.layout import STAGE as ENCODE, embeddings_dir, queries_unit
 from xqg.encode.vectors import vector_matrix
-from xqg.index.build import index_name
 from xqg.index.stage import read_manifest
+from xqg.layout import (
+    ENCODE,
+    QUERIES,
+    SEARCH,
+    default_query_set,
+    embeddings_dir,
+    index_dir,
+    index_name,
+    query_set_name,
+    queries_unit,
+    run_file,
+    run_name,
+)
 from xqg.rundir import RunDir
+from xqg.runner import StageRunner, Unit, marker_fingerprint
 from xqg.summary import StageSummary
 
 log = logging.getLogger(__name__)
 
-STAGE = "search"
-
-
-def default_query_set(run: RunDir, config: Config) -> str:
-    """search.query_set, else the first configured query set, else the only encoded one."""
-    if config.search.query_set:
-        return config.search.query_set
-    if config.queries:
-        return config.queries[0].name
-    encoded = sorted(u.split("/", 1)[1] for u in run.done_units(ENCODE) if u.startswith("queries/"))
-    if len(encoded) == 1:
-        return encoded[0]
-    raise ValueError(f"which query set? none is configured and {len(encoded)} are encoded ({encoded}): pass --queries")
-
-
-def run_name(index: str, query_set: str, default_set: str) -> str:
-    """The run's file name: the index name for the default query set, '<index>.<set>' for another."""
-    return index if query_set == default_set else f"{index}.{query_set}"
 
 
 def search_shards(
@@ -75,43 +67,49 @@ def run_search(config: Config, index_name_: str, query_set: str | None = None) -
     from xqg.search.merge import merge_topk, write_run
 
     run = RunDir(config.run_dir)
-    start = time.perf_counter()
     name = index_name(index_name_)
-    manifest = read_manifest(run, name)
-    default_set = default_query_set(run, config)
-    qset = query_set or default_set
+    runner = StageRunner(run, SEARCH, keep_stale=config.keep_stale)
+    encoded = sorted(u.split("/", 1)[1] for u in runner.markers(ENCODE) if u.startswith(f"{QUERIES}/"))
+    default_set = default_query_set(config, encoded)
+    qset = query_set or query_set_name(config, encoded)
     rname = run_name(name, qset, default_set)
+    runner.summary.stage = f"search {rname}"
+    runner.outputs = lambda u: [run_file(u, "tsv"), run_file(u, "trec")]
+    manifest = read_manifest(run, name)
     qunit = queries_unit(qset)
-    if not run.is_done(ENCODE, qunit):
+    if qunit not in runner.markers(ENCODE):
         raise FileNotFoundError(f"query set {qset!r} is not encoded: run jobs/encode.py --target queries")
-    params = {
-        "index": name, "index_built_at": manifest["built_at"], "query_set": qset,
-        "queries_encoded_at": run.read_marker(ENCODE, qunit)["finished_at"], "depth": config.search.depth,
-        "nprobe": config.index.nprobe, "ef_search": config.index.ef_search,
-    }
-    summary = StageSummary(stage=f"search {rname}")
-    if run.is_done(STAGE, rname) and run.read_marker(STAGE, rname).get("params") == params:
-        summary.units_skipped = 1
-        summary.message = f"runs/{rname}.tsv is complete and up to date"
-        return summary
-    run.write_config(config, STAGE)
-    table = run.read_dir(embeddings_dir(qunit), ["qid", "embedding"])
-    queries = vector_matrix(table["embedding"])
-    if queries.shape[1] != manifest["dim"]:
-        raise ValueError(f"query embeddings have {queries.shape[1]} dimensions, index {name!r} has {manifest['dim']}")
-    parts = search_shards(
-        config.run_dir, posixpath.join("index", name), manifest["shards"], queries, config.search.depth,
-        config.search.batch_size, config.index.nprobe, config.index.ef_search, config.index.use_gpu,
-    )
-    merged = merge_topk(parts, config.search.depth)
-    tsv, trec = write_run(run, rname, table["qid"].combine_chunks(), merged)
-    answered = int(np.unique(merged["q"].to_numpy()).size)
-    run.mark_done(STAGE, rname, params=params, rows_in=table.num_rows, lines=merged.num_rows, tsv=tsv, trec=trec)
-    summary.rows_in = summary.rows_out = table.num_rows
-    summary.units_done = 1
-    summary.seconds = time.perf_counter() - start
-    summary.extra.update({
-        "index": name, "query set": qset, "depth": config.search.depth, "index shards": len(manifest["shards"]),
-        "run lines": merged.num_rows, "queries with no hit": table.num_rows - answered, "run file": tsv,
+    qmarker = runner.markers(ENCODE)[qunit]
+    unit = Unit(rname, {
+        "index": manifest.get("fingerprint") or manifest["built_at"], "queries": marker_fingerprint(qmarker),
+        "depth": config.search.depth, "nprobe": config.index.nprobe, "ef_search": config.index.ef_search,
     })
-    return summary
+    plan = runner.plan([unit])
+    if not plan.todo:
+        return runner.close(f"{run_file(rname)} is complete and up to date")
+    run.write_config(config, SEARCH)
+
+    def search(unit: Unit) -> dict[str, Any]:
+        table = run.read_dir(embeddings_dir(qunit), ["qid", "embedding"])
+        queries = vector_matrix(table["embedding"])
+        if queries.shape[1] != manifest["dim"]:
+            raise ValueError(f"query embeddings have {queries.shape[1]} dimensions, index {name!r} has {manifest['dim']}")
+        parts = search_shards(
+            run.worker_uri, index_dir(name), manifest["shards"], queries, config.search.depth,
+            config.search.batch_size, config.index.nprobe, config.index.ef_search, config.index.use_gpu,
+        )
+        merged = merge_topk(parts, config.search.depth)
+        tsv, trec = write_run(run, rname, table["qid"].combine_chunks(), merged)
+        answered = int(np.unique(merged["q"].to_numpy()).size)
+        runner.summary.extra.update({
+            "index": name, "query set": qset, "depth": config.search.depth, "index shards": len(manifest["shards"]),
+            "run lines": merged.num_rows, "queries with no hit": table.num_rows - answered, "run file": tsv,
+        })
+        return {
+            "rows_in": table.num_rows, "rows_out": table.num_rows, "rejected": 0, "lines": merged.num_rows, "tsv": tsv,
+            "trec": trec, "index_name": name, "query_set": qset, "encoder": manifest.get("encoder"),
+            "query_encoder": (qmarker.get("inputs") or {}).get("encoder"),
+        }
+
+    runner.run_local(plan.todo, search)
+    return runner.close()
