@@ -4,6 +4,19 @@ A unit's marker records what the unit was made from (its `inputs`: upstream unit
 hashes, the parameters that change its output) and `fingerprint`, a hash of those inputs. A unit whose marker
 holds another fingerprint than the one planned now is stale: it is redone (or kept, with --keep-stale, and said
 so); nothing stale is skipped silently. Every stage decides pending/done/stale here and nowhere else.
+
+A runner holds its stage's lease on the run directory (xqg.lease: <run>/_locks/<stage>.json) from its first look
+at its own stage's markers (or from `with`) until close(), so a second job of the same stage on the same run stops
+with a message naming the first instead of redoing and unmarking its units. A stage is written as
+
+    with StageRunner(run, STAGE, keep_stale=config.keep_stale) as runner:   # takes the lease (or LeaseHeldError)
+        plan = runner.plan(units)
+        ...
+        return runner.close()                                                # summary; releases the lease
+
+and the lease is released on leaving the `with` however that happens. Without `with`, the lease is taken lazily by
+plan()/markers()/prepare()/finish() and released by close(), or, when a stage raises before close(), once the
+runner is garbage collected or the process exits.
 """
 
 from __future__ import annotations
@@ -12,12 +25,14 @@ import hashlib
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tqdm import tqdm
 
+from xqg.lease import LeaseHandle, LeaseLostError, hold
 from xqg.rundir import RunDir
 from xqg.summary import StageSummary
 
@@ -83,18 +98,64 @@ class StageRunner:
         label: str | None = None,
         keep_stale: bool = False,
         outputs: Callable[[str], Iterable[str]] | None = None,
+        lease: bool | str = True,
+        lease_wait_s: float | None = None,
     ) -> None:
+        """lease: True holds the stage's lease, a string a lease of that name instead (e.g. one per fused name),
+        False none (a runner that only reads). lease_wait_s: how long to wait for another job's lease before
+        LeaseHeldError (default XQG_LEASE_WAIT_S, else 0: stop at once)."""
         self.run, self.stage, self.keep_stale = run, stage, keep_stale
         self.outputs = outputs  # unit name -> run-relative paths a redo must clear first
         self.summary = StageSummary(label or stage)
         self.failed: list[str] = []
         self._started = time.perf_counter()
         self._markers: dict[str, dict[str, dict[str, Any]]] = {}
+        self.lease_name: str | None = (stage if lease is True else lease) or None
+        self.lease_wait_s = lease_wait_s
+        self._lease: LeaseHandle | None = None
+        self._lease_release: weakref.finalize | None = None
+
+    # ---- the stage's lease -------------------------------------------------------------------------------
+    def __enter__(self) -> StageRunner:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> StageRunner:
+        """Hold the stage's lease (see xqg.lease); LeaseHeldError names the job that holds it. Idempotent."""
+        if self._lease is None and self.lease_name:
+            handle = hold(self.run, self.lease_name, wait_s=self.lease_wait_s)
+            self._lease = handle
+            # Released by close()/__exit__, else when this runner is collected or at exit (weakref.finalize runs
+            # atexit); the callback holds the handle, not the runner.
+            self._lease_release = weakref.finalize(self, handle.release)
+        return self
+
+    def release(self) -> None:
+        """Give the stage's lease back (idempotent; close() and leaving `with` do it)."""
+        finalizer, self._lease_release, self._lease = self._lease_release, None, None
+        if finalizer is not None:
+            finalizer()
+
+    @property
+    def lease_lost(self) -> str | None:
+        """Why, when another job took this runner's lease over (then no unit may be prepared or marked)."""
+        return None if self._lease is None or self._lease.released else self._lease.lease.lost
+
+    def _own(self) -> None:
+        """Before this runner reads or writes its own stage's units: hold the lease, and still own it."""
+        self.acquire()
+        lost = self.lease_lost
+        if lost:
+            raise LeaseLostError(f"{self.stage}: {lost}")
 
     # ---- markers -----------------------------------------------------------------------------------------
     def markers(self, stage: str | None = None) -> dict[str, dict[str, Any]]:
         """Every marker of this (or an upstream) stage, read in bulk once per runner."""
         stage = stage or self.stage
+        if stage == self.stage:
+            self._own()
         if stage not in self._markers:
             self._markers[stage] = self.run.markers(stage)
         return self._markers[stage]
@@ -149,6 +210,7 @@ class StageRunner:
     # ---- running -----------------------------------------------------------------------------------------
     def prepare(self, unit: Unit) -> None:
         """Before a unit is (re)done: drop its marker, its rejects and any output of an earlier try."""
+        self._own()  # LeaseLostError rather than delete what the job that took the lease over is writing
         self.run.unmark(self.stage, unit.name)
         self.markers().pop(unit.name, None)
         self.run.remove("rejects", self.stage, f"{unit.name}.parquet")
@@ -178,6 +240,9 @@ class StageRunner:
             problems.append(f"{written} rows written, {rows_out} reported")
         if rows_in > 0 and rows_out == 0 and not empty_ok:
             problems.append(f"no row out of {rows_in} (every row rejected: see rejects/{self.stage}/)")
+        self.acquire()
+        if self.lease_lost:
+            problems.append(f"not marked: {self.lease_lost}")
         if problems:
             self.fail(unit, "; ".join(problems))
             return False
@@ -240,14 +305,18 @@ class StageRunner:
     def close(self, message: str = "") -> StageSummary:
         """The stage's summary: timings, failures (which make the exit status non-zero) and a message."""
         s = self.summary
-        if self.stage in self._markers and (s.units_done or self.failed):
+        lost = self.lease_lost
+        if self.stage in self._markers and (s.units_done or self.failed) and not lost:
             self.run.markers(self.stage, known=self._markers[self.stage])  # refresh the bulk cache for the next job
         s.seconds = time.perf_counter() - self._started
         s.units_failed = len(self.failed)
         lines = [message] if message else []
+        if lost:
+            lines.append(f"this job lost its lease: {lost}")
         if self.failed:
             lines.append(f"{len(self.failed)} unit(s) left unmarked:\n  " + "\n  ".join(self.failed[:20]))
         elif not message and not s.units_done and not s.units_stale and s.units_skipped:
             lines.append("every unit is complete and up to date: nothing to do")
         s.message = "\n".join(lines)
+        self.release()
         return s
