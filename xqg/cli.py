@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from xqg.config import Config, ConfigError, load_config
+from xqg.lease import LeaseHeldError
 from xqg.summary import StageSummary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,12 @@ def parse_shards(value: str | None) -> set[int] | None:
     return out
 
 
+def check_run_dir(run_dir: str) -> None:
+    """A local run_dir must be a folder (or not exist yet): a file there is a config error, not a traceback."""
+    if "://" not in run_dir and os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError(f"run_dir {run_dir!r} is a file, not a folder: choose a folder for the run directory")
+
+
 def init_ray(config: Config) -> None:
     """Connect to the cluster named by RAY_ADDRESS / ray.address, or start a local Ray."""
     import ray
@@ -98,13 +105,17 @@ def run_job(
         config = load_config(args.config, args.overrides)
         if args.keep_stale:
             config.keep_stale = True
+        check_run_dir(config.run_dir)
         if needs_ray:
             init_ray(config)
         result = stage(config, args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:
+    except LeaseHeldError as e:  # another job is running this stage on this run directory
+        print(f"error: {e}", file=sys.stderr)
+        return 4
+    except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception:  # noqa: BLE001 - the job's exit code must say it failed, with the traceback

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xqg.languages import PAPER_LANGUAGES, normalise_code
+from xqg.names import check_name
 
 
 class ConfigError(ValueError):
@@ -67,9 +68,7 @@ class QuerySetConfig(Strict):
     @field_validator("name")
     @classmethod
     def _name_is_a_path_part(cls, v: str) -> str:
-        if not v or "/" in v or v.startswith("."):
-            raise ValueError(f"query set name {v!r} must be a plain folder name")
-        return v
+        return check_name("query set name", v)
 
     @field_validator("languages")
     @classmethod
@@ -193,6 +192,15 @@ class FuseConfig(Strict):
 
     name: str = "xqg"
     alpha: float = Field(0.01, ge=0, le=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_part(cls, v: str) -> str:
+        check_name("fuse.name", v)
+        if v in ("baseline", "passages"):
+            raise ValueError(f"fuse.name {v!r} is reserved for the baseline index; choose another name")
+        return v
+
     languages: list[str] | None = Field(
         None, description="The fused set's languages; None = the run's languages (a new language never changes a set)."
     )
@@ -220,6 +228,11 @@ class SearchConfig(Strict):
 
     depth: int = Field(100, ge=1)
     query_set: str | None = Field(None, description="None = the first query set.")
+
+    @field_validator("query_set")
+    @classmethod
+    def _name_is_a_path_part(cls, v: str | None) -> str | None:
+        return None if v is None else check_name("search.query_set", v)
     batch_size: int = Field(1024, ge=1)
 
 
@@ -317,7 +330,13 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set expects key=value, got {item!r}")
-    return key, yaml.safe_load(raw) if raw.strip() else None
+    if not raw.strip():
+        return key, None
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError:
+        # Not YAML (e.g. a template "{language} {text}" that YAML reads as a broken mapping): the plain string.
+        return key, raw
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import posixpath
 
 from xqg.config import Config
+from xqg.names import check_name, check_run_path
 from xqg.rundir import parse_shard, shard_name
+
+__all__ = ["check_name", "check_run_path"]  # re-exported: stages ask layout for every path
 
 INGEST, TRAIN_QG, GENERATE, TRAIN_DR, ENCODE, FUSE, INDEX, SEARCH, EVALUATE = (
     "ingest", "train_qg", "generate", "train_dr", "encode", "fuse", "index", "search", "evaluate",
@@ -20,13 +23,6 @@ PART = "part-00000.parquet"
 # encode targets; each is also the first folder of its units under embeddings/
 PASSAGES, GENERATED, QUERIES = "passages", "generated", "queries"
 BASELINE = "baseline"
-
-
-def check_name(kind: str, value: str) -> str:
-    """A user-chosen name that becomes one path part: plain, no separators, nothing that leaves the run."""
-    if not value or "/" in value or "\\" in value or value.startswith(".") or "\x00" in value or value != value.strip():
-        raise ValueError(f"{kind} {value!r} must be a plain folder name (no '/', no leading '.')")
-    return value
 
 
 # ---- ingest ------------------------------------------------------------------------------------------------
@@ -106,11 +102,8 @@ def parse_generated_sum_unit(unit: str) -> tuple[str, str, int] | None:
 
 # ---- fuse, index -------------------------------------------------------------------------------------------
 def fused_set(config: Config) -> str:
-    """The configured fused set's name (never 'baseline': that is the index of the plain passage embeddings)."""
-    name = check_name("fuse.name", config.fuse.name)
-    if name in (BASELINE, PASSAGES):
-        raise ValueError(f"fuse.name {name!r} is reserved for the baseline index; choose another name")
-    return name
+    """The configured fused set's name (checked with the config: a plain name, never 'baseline')."""
+    return config.fuse.name
 
 
 def fused_unit(name: str, shard: int) -> str:

@@ -58,6 +58,10 @@ class StageSummary:
         lines.append(f"  {'rows in = out + rejected':<{width}}  {check}")
         if self.message:  # last, so that e.g. the pipeline ends on the report table
             lines.append(self.message)
+        if self.units_failed:  # the last line says what the exit status will say
+            lines.append(f"{self.stage} FAILED: {self.units_failed} unit(s) left unmarked; rerun to redo them")
+        elif not self.balanced:
+            lines.append(f"{self.stage} FAILED: rows in != rows out + rows rejected")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import posixpath
 import pyarrow.fs as pafs
 
 from xqg.models.resolve import RUN_PREFIX
+from xqg.names import check_run_path
 from xqg.rundir import RunDir
 
 _CHUNK = 1 << 20
@@ -45,7 +46,7 @@ def _hash_folder(fs: pafs.FileSystem, root: str) -> str:
 def model_fingerprint(ref: str, run: RunDir) -> str:
     """A model's identity: the content hash of a local or run folder; a hub name stands for itself."""
     if ref.startswith(RUN_PREFIX):
-        return "sha:" + _hash_folder(run.fs, run.path(ref[len(RUN_PREFIX):]))
+        return "sha:" + _hash_folder(run.fs, run.path(check_run_path("model reference", ref[len(RUN_PREFIX):])))
     if os.path.isdir(ref):
         return "sha:" + _hash_folder(pafs.LocalFileSystem(), os.path.abspath(ref))
     return "hub:" + ref

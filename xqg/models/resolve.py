@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from xqg.config import ModelRef, ScratchModel
+from xqg.names import check_run_path
 from xqg.rundir import RunDir
 
 RUN_PREFIX = "run:"
@@ -15,13 +16,13 @@ RUN_PREFIX = "run:"
 
 def run_ref(rel: str) -> str:
     """A model reference relative to the run directory ("run:models/qg"), resolved per process by localize."""
-    return RUN_PREFIX + rel
+    return RUN_PREFIX + check_run_path("model reference", rel)
 
 
 def localize(ref: str, run: RunDir) -> str:
     """A folder from_pretrained can load: a "run:" ref downloaded to this node once; others unchanged."""
     if ref.startswith(RUN_PREFIX):
-        return run.local_dir(ref[len(RUN_PREFIX):])
+        return run.local_dir(check_run_path("model reference", ref[len(RUN_PREFIX):]))
     return ref
 
 
