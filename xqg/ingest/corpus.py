@@ -4,6 +4,11 @@ Every reader yields PassageBlocks: the good rows as a (docid, title, text) strin
 reject dicts {key, reason, raw}, so that rows in = rows out + rows rejected holds block by block. Parsing runs
 in pyarrow (threaded C++) on the hot path; a block that pyarrow refuses (a broken line, bad UTF-8, a field of
 the wrong type) is redone line by line in Python so that only its bad lines are rejected.
+
+Every kept row passes clean_passages: valid UTF-8 in every column, a docid without control characters, a
+non-empty text. Inputs that cannot be a corpus at all (a compressed or binary file read as text, a TSV header
+that is not DPR's, a Parquet file without docid/text columns or with a column that is not text) are a
+ValueError naming the file, never a pass that quietly keeps nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +29,17 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from xqg.ingest.lines import BLOCK_BYTES, file_info, iter_line_blocks, open_stream, raw_text, split_lines
+from xqg.ingest.lines import (
+    BLOCK_BYTES,
+    CONTROL_CHARS,
+    encodable,
+    file_info,
+    iter_line_blocks,
+    open_stream,
+    raw_text,
+    split_lines,
+    utf8_ok,
+)
 
 PASSAGE_SCHEMA = pa.schema([("docid", pa.string()), ("title", pa.string()), ("text", pa.string())])
 DOCID_ALIASES = ("docid", "id", "_id")
@@ -37,6 +53,7 @@ class PassageBlock:
 
     table: pa.Table
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the reader did that the summary should say (casts)
 
     @property
     def rows_in(self) -> int:
@@ -87,33 +104,107 @@ def read_passages(uri: str, fmt: str = "auto", block_bytes: int = BLOCK_BYTES) -
 
 
 # ---- validation shared by every reader -------------------------------------------------------------------
-def clean_passages(table: pa.Table, rows: np.ndarray, rejects: list[dict[str, Any]] | None = None) -> PassageBlock:
+def _decodes(value: bytes | None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _drop_bad_utf8(table: pa.Table, rows: np.ndarray, rejects: list[dict[str, Any]]) -> tuple[pa.Table, np.ndarray]:
+    """Reject the rows with a column that is not valid UTF-8 (pyarrow's bulk check; per row only on failure)."""
+    bad: np.ndarray | None = None
+    for name in ("docid", "title", "text"):
+        column = table[name]
+        try:
+            column.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        raw = column.cast(pa.binary()).to_pylist()  # no UTF-8 check on this cast
+        invalid = np.fromiter((not _decodes(v) for v in raw), dtype=bool, count=len(raw))
+        new = invalid if bad is None else invalid & ~bad
+        for i in np.flatnonzero(new):
+            fields = {k: table[k].cast(pa.binary())[int(i)].as_py() for k in ("docid", "title", "text")}
+            raw_row = {k: v.decode("utf-8", errors="replace") if v is not None else None for k, v in fields.items()}
+            rejects.append({"key": f"row {int(rows[i])}", "reason": f"bad UTF-8 in {name}",
+                            "raw": raw_text(json.dumps(raw_row, ensure_ascii=False))})
+        bad = invalid if bad is None else bad | invalid
+    if bad is None:
+        return table, rows
+    keep = pa.array(~bad)
+    return table.filter(keep), rows[~bad]
+
+
+def _printable_key(docid: str) -> str:
+    return docid.encode("unicode_escape").decode("ascii")
+
+
+def _may_hold_control(values: pa.ChunkedArray) -> bool:
+    """False when no value can hold a control character: one numpy pass over the UTF-8 bytes (C0 and DEL are
+    single bytes, C1 is 0xC2 0x80-0x9F); True sends the column to the exact (regex) check."""
+    for chunk in values.chunks:
+        if len(chunk) == 0:
+            continue
+        if chunk.type != pa.string():
+            return True
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
+        data = chunk.buffers()[2]
+        if data is None:
+            continue
+        b = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]]
+        if np.any((b < 0x20) | (b == 0x7F)) or np.any((b[:-1] == 0xC2) & (b[1:] >= 0x80) & (b[1:] <= 0x9F)):
+            return True
+    return False
+
+
+def clean_passages(
+    table: pa.Table, rows: np.ndarray, rejects: list[dict[str, Any]] | None = None, *, utf8_checked: bool = False
+) -> PassageBlock:
     """Validate docid/title/text string columns (nulls allowed); rows[i] is row i's index in the input.
 
-    docids are stripped; a missing docid, a missing text or a whitespace-only text is a reject; a missing
-    title becomes "" (many corpora have none).
+    A value that is not valid UTF-8 is a reject ("bad UTF-8 in <column>"; utf8_checked: the reader has already
+    checked every byte of the block, so this pass is skipped); docids are stripped; a missing docid, a docid
+    holding a control character (NUL, ESC, a tab, ...), a missing text or a whitespace-only text is a reject;
+    a missing title becomes "" (many corpora have none).
     """
     rejects = list(rejects or [])
+    if not utf8_checked:
+        table, rows = _drop_bad_utf8(table, rows, rejects)
     docid = pc.utf8_trim_whitespace(table["docid"])
+    if isinstance(docid, pa.Array):
+        docid = pa.chunked_array([docid], pa.string())
     text = table["text"]
     no_docid = pc.fill_null(pc.equal(docid, ""), True)
+    if _may_hold_control(docid):
+        control = pc.fill_null(pc.match_substring_regex(docid, CONTROL_CHARS), False)
+    else:
+        control = pa.chunked_array([pa.array(np.zeros(len(docid), dtype=bool))], pa.bool_())
     no_text = pc.is_null(text)
     empty_text = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), False)
-    bad = pc.or_(pc.or_(no_docid, no_text), empty_text)
+    bad = pc.or_(pc.or_(pc.or_(no_docid, control), no_text), empty_text)
     clean = pa.table(
         {"docid": docid, "title": pc.fill_null(table["title"], ""), "text": text}, schema=PASSAGE_SCHEMA
     )
     if not pc.any(bad).as_py():
         return PassageBlock(clean, rejects)
     for i in np.flatnonzero(bad.to_numpy(zero_copy_only=False)):
-        row = {k: table[k][int(i)].as_py() for k in ("docid", "title", "text")}
-        if no_docid[int(i)].as_py():
-            reason = "missing docid"
-        elif no_text[int(i)].as_py():
+        i = int(i)
+        row = {k: table[k][i].as_py() for k in ("docid", "title", "text")}
+        key = row["docid"]
+        if no_docid[i].as_py():
+            reason, key = "missing docid", None
+        elif control[i].as_py():
+            reason, key = "control character in docid", _printable_key(docid[i].as_py())
+        elif no_text[i].as_py():
             reason = "missing text"
         else:
             reason = "empty text"
-        rejects.append({"key": row["docid"] or f"row {int(rows[i])}", "reason": reason, "raw": raw_text(json.dumps(row, ensure_ascii=False))})
+        raw = raw_text(json.dumps(row, ensure_ascii=False))
+        rejects.append({"key": key or f"row {int(rows[i])}", "reason": reason, "raw": raw})
     return PassageBlock(clean.filter(pc.invert(bad)), rejects)
 
 
@@ -145,14 +236,45 @@ def _unquote_one(value: str) -> str:
     return value
 
 
-def _tsv_columns(first_line: bytes) -> tuple[list[str], bool]:
-    """(column names, True when first_line is a header)."""
+# A header field: a short name (letters, digits, _ . -), no spaces; a data row has a long text with spaces.
+_HEADER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,39}")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _looks_like_header(fields: list[str]) -> bool:
+    """True when a first line that is not DPR's header still reads as one: only short names, the first not a
+    number (DPR's headerless rows start with a numeric id and hold a text with spaces)."""
+    return (
+        bool(fields)
+        and not _INTEGER.fullmatch(fields[0])
+        and all(_HEADER_NAME.fullmatch(f) for f in fields)
+    )
+
+
+def _tsv_columns(first_line: bytes, uri: str = "the TSV file") -> tuple[list[str], bool]:
+    """(column names, True when first_line is a header).
+
+    DPR's header (psgs_w100.tsv and XOR-TyDi's enwiki_20190201_w100.tsv: id, text, title) and any header that
+    names a docid column (id, docid, _id) and a text column are recognised, in any order. A first line that
+    looks like a header without naming those columns is a ValueError; anything else is a data row of
+    id, text, title.
+    """
     try:
-        names = [_unquote_one(n.strip()).lower() for n in first_line.decode("utf-8-sig").rstrip("\r\n").split("\t")]
+        fields = [_unquote_one(n.strip()) for n in first_line.decode("utf-8-sig").rstrip("\r\n").split("\t")]
     except UnicodeDecodeError:
-        names = []
+        return list(TSV_DEFAULT_COLUMNS), False
+    names = [f.lower() for f in fields]
     if "text" in names and any(a in names for a in DOCID_ALIASES):
         return names, True
+    if _looks_like_header(fields):
+        missing = [want for want, ok in (("id (or docid, _id)", any(a in names for a in DOCID_ALIASES)),
+                                         ("text", "text" in names)) if not ok]
+        raise ValueError(
+            f"{uri}: the first line looks like a header ({', '.join(fields)}) but has no {' and no '.join(missing)} "
+            "column: a DPR TSV corpus has the columns id, text, title (the header 'id<TAB>text<TAB>title' of "
+            "psgs_w100.tsv and enwiki_20190201_w100.tsv; title optional, any order) or no header and rows in "
+            "that order"
+        )
     return list(TSV_DEFAULT_COLUMNS), False
 
 
@@ -216,11 +338,11 @@ def read_dpr_tsv(uri: str, block_bytes: int = BLOCK_BYTES) -> Iterator[PassageBl
     names: list[str] | None = None
     next_row = 0
     with open_stream(uri) as stream:
-        for block in iter_line_blocks(stream, block_bytes):
+        for block in iter_line_blocks(stream, block_bytes, uri=uri, fmt="dpr_tsv"):
             if names is None:
                 cut = block.find(b"\n")
                 first = block if cut < 0 else block[: cut + 1]
-                names, is_header = _tsv_columns(first)
+                names, is_header = _tsv_columns(first, uri)
                 if is_header:
                     block = block[len(first) :]
                     if not block:
@@ -231,7 +353,8 @@ def read_dpr_tsv(uri: str, block_bytes: int = BLOCK_BYTES) -> Iterator[PassageBl
                 rejects: list[dict[str, Any]] = []
             except (pa.ArrowInvalid, UnicodeDecodeError):
                 table, rows, rejects = _parse_tsv_slow(block, names, next_row)
-            out = clean_passages(table, rows, rejects)
+            # Checked: the fast path's binary -> string cast validates UTF-8, the slow path decodes every line.
+            out = clean_passages(table, rows, rejects, utf8_checked=True)
             next_row += out.rows_in
             yield out
 
@@ -241,6 +364,10 @@ _JSONL_SCHEMA = pa.schema([(a, pa.string()) for a in DOCID_ALIASES] + [("title",
 
 
 def _parse_jsonl_fast(block: bytes) -> pa.Table:
+    """pyarrow's threaded JSON parser; raises on anything irregular, including bad UTF-8 anywhere in the block
+    (pyarrow would copy it into string columns unchecked)."""
+    if not utf8_ok(block):
+        raise pa.ArrowInvalid("invalid UTF-8 in the block")
     table = pajson.read_json(
         pa.BufferReader(block),
         read_options=pajson.ReadOptions(use_threads=True, block_size=4 << 20),
@@ -291,6 +418,10 @@ def _parse_jsonl_slow(block: bytes, first_row: int) -> tuple[pa.Table, np.ndarra
             if value is not None and not isinstance(value, str):
                 rejects.append(_reject(i, f"{name} is not a string", line, key=docid if isinstance(docid, str) else None))
                 break
+            if value is not None and not encodable(value):
+                key = docid if isinstance(docid, str) and encodable(docid) else None
+                rejects.append(_reject(i, f"invalid Unicode in {name} (lone surrogate escape)", line, key=key))
+                break
         else:
             docids.append(docid)
             titles.append(title)
@@ -303,14 +434,15 @@ def read_jsonl_passages(uri: str, block_bytes: int = BLOCK_BYTES) -> Iterator[Pa
     """JSON lines {docid|id|_id, title, text}; other fields are ignored."""
     next_row = 0
     with open_stream(uri) as stream:
-        for block in iter_line_blocks(stream, block_bytes):
+        for block in iter_line_blocks(stream, block_bytes, uri=uri, fmt="jsonl"):
             try:
                 table = _parse_jsonl_fast(block)
                 rows = np.arange(next_row, next_row + table.num_rows, dtype=np.int64)
                 rejects: list[dict[str, Any]] = []
             except (pa.ArrowInvalid, UnicodeDecodeError):
                 table, rows, rejects = _parse_jsonl_slow(block, next_row)
-            out = clean_passages(table, rows, rejects)
+            # Checked: the fast path validates the whole block first, the slow path decodes every line.
+            out = clean_passages(table, rows, rejects, utf8_checked=True)
             next_row += out.rows_in
             yield out
 
@@ -328,26 +460,81 @@ def _parquet_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
     raise FileNotFoundError(f"no parquet corpus at {uri}")
 
 
+def _string_column(f: str, role: str, name: str, type_: pa.DataType) -> tuple[str, str | None]:
+    """(how to convert column name to string, a note for the summary or None); a ValueError for a column that
+    would not convert losslessly."""
+    t = pa.types
+    if t.is_string(type_):
+        return "string", None
+    if t.is_null(type_):
+        return "null", None
+    if t.is_large_string(type_) or t.is_binary(type_) or t.is_large_binary(type_) or t.is_string_view(type_) \
+            or t.is_binary_view(type_) or (t.is_dictionary(type_) and (t.is_string(type_.value_type)
+                                                                      or t.is_large_string(type_.value_type))):
+        note = None if t.is_large_string(type_) or t.is_string_view(type_) or t.is_dictionary(type_) else \
+            f"{f}: {role} column {name!r} ({type_}) read as UTF-8 text (rows that are not valid UTF-8 rejected)"
+        return "bytes", note
+    if t.is_integer(type_):
+        return "integer", f"{f}: {role} column {name!r} ({type_}) cast to string (integers: lossless)"
+    raise ValueError(
+        f"{f}: the {role} column {name!r} is {type_}, not a string: only string, UTF-8 binary and integer "
+        f"columns are read (a cast from {type_} to string may not be lossless); convert the column first"
+    )
+
+
+def _to_string(values: pa.Array, how: str) -> pa.Array:
+    """A column as a string array; UTF-8 is checked later, row by row only where the bulk check fails."""
+    if how == "string":
+        return values
+    if how == "null":
+        return pa.nulls(len(values), pa.string())
+    if how == "integer":
+        return values.cast(pa.string())
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    # Through binary: the byte cast keeps bad UTF-8 for clean_passages to reject instead of raising here.
+    return values.cast(pa.binary()).view(pa.string())
+
+
 def read_parquet_passages(uri: str, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[PassageBlock]:
-    """A Parquet file or folder of files with docid|id|_id, title (optional) and text columns."""
+    """A Parquet file or folder of files with docid|id|_id, title (optional) and text columns.
+
+    Columns are strings (or UTF-8 binary); an integer docid column is cast to string (lossless, noted). A file
+    without a docid or text column, or with a column of another type (a float title), is a ValueError naming it.
+    """
     fs, files = _parquet_files(uri)
     next_row = 0
     for f in files:
         with fs.open_input_file(f) as handle:
-            pf = pq.ParquetFile(handle)
-            names = pf.schema_arrow.names
+            try:
+                pf = pq.ParquetFile(handle)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise ValueError(f"{f} is not a readable Parquet file: {e}") from None
+            schema = pf.schema_arrow
+            names = schema.names
             docid_col = next((a for a in DOCID_ALIASES if a in names), None)
-            wanted = [c for c in (docid_col, "title", "text") if c and c in names]
+            missing = [m for m, ok in (("docid (or id, _id)", docid_col), ("text", "text" in names)) if not ok]
+            if missing:
+                raise ValueError(
+                    f"{f}: no {' and no '.join(missing)} column: a Parquet corpus needs docid (or id, _id) and text "
+                    f"columns, title optional; its columns are: {', '.join(names) or 'none'}"
+                )
+            sources = {"docid": docid_col, "title": "title" if "title" in names else None, "text": "text"}
+            plan: dict[str, str] = {}
+            notes: list[str] = []
+            for role, src in sources.items():
+                if src is not None:
+                    plan[role], note = _string_column(f, role, src, schema.field(src).type)
+                    notes += [note] if note else []
+            wanted = [src for src in sources.values() if src is not None]
             for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
                 n = batch.num_rows
-                try:
-                    cols = {
-                        k: (batch.column(src).cast(pa.string()) if src in names else pa.nulls(n, pa.string()))
-                        for k, src in (("docid", docid_col or "docid"), ("title", "title"), ("text", "text"))
-                    }
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                    raise ValueError(f"{f}: docid/title/text columns must be strings: {e}") from None
+                cols = {
+                    role: _to_string(batch.column(src), plan[role]) if src else pa.nulls(n, pa.string())
+                    for role, src in sources.items()
+                }
                 out = clean_passages(pa.table(cols), np.arange(next_row, next_row + n, dtype=np.int64))
+                out.notes = notes
                 next_row += n
                 yield out
 
@@ -368,13 +555,38 @@ def xquad_file(folder: str, lang: str) -> str:
     return f"{folder.rstrip('/')}/xquad.{lang}.json"
 
 
+def xquad_articles(doc: Any, uri: str) -> list[Any]:
+    """The article list of a SQuAD-format document, or a ValueError naming the file."""
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, list):
+        raise ValueError(f"{uri} is not a SQuAD/XQuAD document: no 'data' list of articles at its top level")
+    return data
+
+
 def read_xquad_passages(folder: str) -> Iterator[PassageBlock]:
     """XQuAD's English paragraphs: docid xquad-<article>-<paragraph>, title the article title."""
-    doc = load_json(xquad_file(folder, "en"))
-    docids, titles, texts = [], [], []
-    for a, article in enumerate(doc.get("data", [])):
-        for p, para in enumerate(article.get("paragraphs", [])):
-            docids.append(xquad_docid(a, p))
-            titles.append(article.get("title"))
-            texts.append(para.get("context"))
-    yield clean_passages(_from_columns(docids, titles, texts), np.arange(len(docids), dtype=np.int64))
+    uri = xquad_file(folder, "en")
+    docids, titles, texts, rows = [], [], [], []
+    rejects: list[dict[str, Any]] = []
+    i = 0
+    for a, article in enumerate(xquad_articles(load_json(uri), uri)):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        title = article.get("title") if isinstance(article, dict) else None
+        if not isinstance(title, str):
+            title = None  # a missing title is allowed
+        for p, para in enumerate(paragraphs if isinstance(paragraphs, list) else []):
+            docid = xquad_docid(a, p)
+            text = para.get("context") if isinstance(para, dict) else None
+            if text is not None and not isinstance(text, str):
+                rejects.append(_reject(i, "text is not a string", repr(para), key=docid))
+            elif text is not None and not encodable(text):
+                rejects.append(_reject(i, "invalid Unicode in text (lone surrogate escape)", repr(para), key=docid))
+            elif title is not None and not encodable(title):
+                rejects.append(_reject(i, "invalid Unicode in title (lone surrogate escape)", repr(title), key=docid))
+            else:
+                docids.append(docid)
+                titles.append(title)
+                texts.append(text)
+                rows.append(i)
+            i += 1
+    yield clean_passages(_from_columns(docids, titles, texts), np.asarray(rows, dtype=np.int64), rejects)

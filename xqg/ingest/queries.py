@@ -1,4 +1,9 @@
-"""Query-set readers: XOR-TyDi JSONL and XQuAD (questions in one language, English answers and gold paragraph)."""
+"""Query-set readers: XOR-TyDi JSONL and XQuAD (questions in one language, English answers and gold paragraph).
+
+The corpus readers' checks apply here too: a line that is not valid UTF-8, a string holding a lone surrogate
+(a JSON \\ud800 escape, which cannot be written as UTF-8), a qid or gold docid holding a control character
+are rejects with their reason; a compressed or binary file read as JSONL is a ValueError naming it.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from xqg.config import QuerySetConfig
-from xqg.ingest.corpus import load_json, parse_json_line, xquad_docid, xquad_file
-from xqg.ingest.lines import file_info, open_stream, raw_text, split_lines
+from xqg.ingest.corpus import load_json, parse_json_line, xquad_articles, xquad_docid, xquad_file
+from xqg.ingest.lines import (
+    UTF8_BOM,
+    encodable,
+    file_info,
+    has_control_char,
+    open_stream,
+    raw_text,
+    refuse_binary,
+    split_lines,
+)
 from xqg.languages import normalise_code
 
 QUERY_SCHEMA = pa.schema(
@@ -84,12 +98,31 @@ def _string_list(value: Any) -> list[str] | None:
     return None
 
 
+def _id_problem(value: str, name: str) -> str | None:
+    """Why a qid or docid cannot be used, or None."""
+    if not encodable(value):
+        return f"invalid Unicode in {name} (lone surrogate escape)"
+    if has_control_char(value):
+        return f"control character in {name}"
+    return None
+
+
+def _text_problem(values: list[str], name: str) -> str | None:
+    """Why a question or answer strings cannot be written, or None."""
+    if all(encodable(v) for v in values):
+        return None
+    return f"invalid Unicode in {name} (lone surrogate escape)"
+
+
 def read_xor_tydi(uri: str, languages: list[str] | None = None) -> QueryBatch:
     """XOR-TyDi retrieve JSONL {id, question, answers, lang[, docid]}; languages keeps only those (others rejected)."""
     keep = set(languages) if languages else None
     out = _Collector()
     with open_stream(uri) as stream:
         data = stream.read()
+    refuse_binary(data[:16], uri, "xor_tydi JSONL")
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
     for i, line in enumerate(split_lines(data, skip_whitespace=True)):
         obj, rej = parse_json_line(line, i)
         if rej:
@@ -99,12 +132,20 @@ def read_xor_tydi(uri: str, languages: list[str] | None = None) -> QueryBatch:
         if qid is None:
             out.reject(f"row {i}", "missing id", line)
             continue
+        problem = _id_problem(qid, "id")
+        if problem:
+            out.reject(f"row {i}", problem, line)
+            continue
         question = obj.get("question")
         if not isinstance(question, str):
             out.reject(qid, "missing question" if question is None else "question is not a string", line)
             continue
         if not question.strip():
             out.reject(qid, "empty question", line)
+            continue
+        problem = _text_problem([question], "question")
+        if problem:
+            out.reject(qid, problem, line)
             continue
         try:
             lang = normalise_code(obj.get("lang"))
@@ -118,6 +159,11 @@ def read_xor_tydi(uri: str, languages: list[str] | None = None) -> QueryBatch:
         docids = _string_list(obj.get("docid"))
         if docids is None:
             out.reject(qid, "docid is not a string or a list of strings", line)
+            continue
+        problem = _text_problem(answers, "answers")
+        problem = problem or next(filter(None, (_id_problem(d, "docid") for d in docids)), None)
+        if problem:
+            out.reject(qid, problem, line)
             continue
         if keep is not None and lang not in keep:
             out.reject(qid, f"language {lang} is not one of the query set's languages", line)
@@ -136,13 +182,22 @@ def xquad_languages(folder: str) -> list[str]:
     return [c for c in codes if c != "en"]
 
 
+def _items(obj: Any, key: str) -> list[Any]:
+    """obj[key] when obj is a dict holding a list there, else [] (a malformed SQuAD level holds nothing)."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, list) else []
+
+
 def _english_index(folder: str) -> dict[str, tuple[str, list[str]]]:
     """qa id -> (docid of its English paragraph, its unique English answer strings)."""
     index: dict[str, tuple[str, list[str]]] = {}
-    for a, article in enumerate(load_json(xquad_file(folder, "en")).get("data", [])):
-        for p, para in enumerate(article.get("paragraphs", [])):
-            for qa in para.get("qas", []):
-                answers = [x.get("text") for x in qa.get("answers", []) if isinstance(x, dict)]
+    uri = xquad_file(folder, "en")
+    for a, article in enumerate(xquad_articles(load_json(uri), uri)):
+        for p, para in enumerate(_items(article, "paragraphs")):
+            for qa in _items(para, "qas"):
+                if not isinstance(qa, dict):
+                    continue  # rejected where its question is read
+                answers = [x.get("text") for x in _items(qa, "answers") if isinstance(x, dict)]
                 index[str(qa.get("id"))] = (xquad_docid(a, p), list(dict.fromkeys(t for t in answers if isinstance(t, str))))
     return index
 
@@ -155,18 +210,24 @@ def read_xquad_queries(folder: str, languages: list[str] | None = None) -> Query
         lang = normalise_code(code)
         uri = xquad_file(folder, lang)
         i = 0
-        for article in load_json(uri).get("data", []):
-            for para in article.get("paragraphs", []):
-                for qa in para.get("qas", []):
+        for article in xquad_articles(load_json(uri), uri):
+            for para in _items(article, "paragraphs"):
+                for qa in _items(para, "qas"):
                     i += 1
-                    qa_id = _string_id(qa.get("id"))
-                    question = qa.get("question")
+                    qa_id = _string_id(qa.get("id")) if isinstance(qa, dict) else None
+                    question = qa.get("question") if isinstance(qa, dict) else None
                     if qa_id is None:
                         out.reject(f"{lang} row {i - 1}", "missing id", repr(qa))
+                    elif _id_problem(qa_id, "id"):
+                        out.reject(f"{lang} row {i - 1}", _id_problem(qa_id, "id"), repr(qa))
                     elif not isinstance(question, str) or not question.strip():
                         out.reject(f"{qa_id}-{lang}", "missing question" if question is None else "empty question", repr(qa))
+                    elif _text_problem([question], "question"):
+                        out.reject(f"{qa_id}-{lang}", _text_problem([question], "question"), repr(qa))
                     elif qa_id not in english:
                         out.reject(f"{qa_id}-{lang}", "no English question with this id in xquad.en.json", repr(qa))
+                    elif _text_problem(english[qa_id][1], "answers"):
+                        out.reject(f"{qa_id}-{lang}", _text_problem(english[qa_id][1], "answers"), repr(qa))
                     else:
                         docid, answers = english[qa_id]
                         row = {"qid": f"{qa_id}-{lang}", "lang": lang, "question": question, "answers": answers, "docids": [docid]}

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 STAGE = INGEST
 CORPUS_UNIT = "corpus"  # marker written last: the whole corpus pass is complete
 STAGING = "_tmp/ingest"
+# A corpus whose first rows are all rejected is not the corpus it is said to be (the wrong format, a binary
+# file): stop there instead of spooling millions of rejects.
+GIVE_UP_AFTER_ROWS = 100_000
 
 
 def corpus_units(config: Config) -> tuple[list[Unit], Unit]:
@@ -39,9 +42,17 @@ def corpus_units(config: Config) -> tuple[list[Unit], Unit]:
 
 
 def run_ingest(config: Config) -> StageSummary:
-    """Ingest the corpus into hash shards and every query set into Parquet; units whose source changed are redone."""
+    """Ingest the corpus into hash shards and every query set into Parquet; units whose source changed are redone.
+
+    A corpus that yields no passage (an empty file, the wrong format, every row rejected) is a ValueError naming
+    the file, the format, the rows read and the top reject reasons; nothing of it is marked complete.
+    """
     run = RunDir(config.run_dir)
-    runner = StageRunner(run, STAGE, keep_stale=config.keep_stale)
+    with StageRunner(run, STAGE, keep_stale=config.keep_stale) as runner:  # the lease is given back however it ends
+        return _run_ingest(config, run, runner)
+
+
+def _run_ingest(config: Config, run: RunDir, runner: StageRunner) -> StageSummary:
     notes: list[str] = []
     corpus_todo = False
     if config.corpus.path is None:
@@ -99,18 +110,31 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
     _clear_corpus(run, runner, [*shards, whole])
     spool = ShardSpool(run, STAGING, PASSAGE_SCHEMA)
     read_rejects: list[dict[str, Any]] = []
-    rows_in = rows_out = duplicates = 0
+    rows_in = rows_out = duplicates = kept = 0
+    stopped = False
     reasons: collections.Counter[str] = collections.Counter()
+    notes: dict[str, None] = {}  # what the reader converted, in order, once each
     read_start = time.perf_counter()
     bar = tqdm(desc=f"ingest corpus ({fmt})", unit=" rows", unit_scale=True, mininterval=1.0)
     try:
         for block in read_passages(source, fmt):
             rows_in += block.rows_in
+            kept += block.table.num_rows
             read_rejects.extend(block.rejects)
+            for note in block.notes:
+                if note not in notes:
+                    notes[note] = None
+                    log.info("corpus: %s", note)
             if block.table.num_rows:
                 spool.add(block.table, shard_of(block.table["docid"], n))
             bar.update(block.rows_in)
+            if not kept and rows_in >= GIVE_UP_AFTER_ROWS:
+                stopped = True
+                break
         bar.close()
+        if not kept:  # nothing to ingest: one clear error, no marker
+            run.write_rejects(STAGE, CORPUS_UNIT, read_rejects)
+            raise ValueError(nothing_ingested(source, fmt, rows_in, read_rejects, run.path("rejects", STAGE), stopped))
         spool.close()
         read_seconds = time.perf_counter() - read_start
         for shard in tqdm(range(n), desc="write corpus shards", unit=" shards", mininterval=1.0):
@@ -143,26 +167,67 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
     summary.units_done += n  # the shards were marked uncounted
     summary.extra["corpus"] = f"{rows_out:,} passages in {n} shards from {source} ({fmt})"
     summary.extra["corpus read"] = f"{rows_in / max(read_seconds, 1e-9):,.0f} rows/s"
+    if notes:
+        summary.extra["corpus notes"] = "; ".join(notes)
     if reasons:
         summary.extra["corpus rejects"] = dict(reasons.most_common())
     log.info("corpus: %d in, %d out, %d rejected", rows_in, rows_out, rejected)
 
 
+def _format_hint(fmt: str, rejects: list[dict[str, Any]]) -> str:
+    """A guess at what the rows are when they are not what fmt expects ('' when there is none)."""
+    raws = [str(r.get("raw", "")).lstrip() for r in rejects[:100]]
+    reasons = collections.Counter(r["reason"] for r in rejects)
+    if raws and fmt != "jsonl" and sum(r.startswith("{") for r in raws) > len(raws) // 2:
+        return " The rows look like JSON lines: set corpus.format: jsonl (or name the file .jsonl)."
+    if raws and fmt == "jsonl" and sum("\t" in r and not r.startswith("{") for r in raws) > len(raws) // 2:
+        return " The rows look tab-separated: set corpus.format: dpr_tsv (or name the file .tsv)."
+    if reasons and reasons.most_common(1)[0][0].startswith("undecodable line"):
+        return " The file is not UTF-8 text (compressed under a plain name, or another encoding?)."
+    return ""
+
+
+def nothing_ingested(source: str, fmt: str, rows_in: int, rejects: list[dict[str, Any]], rejects_dir: str,
+                     stopped: bool = False, what: str = "corpus", name: str = "passage") -> str:
+    """The one message for an input that yields nothing: the file, its format, rows read, the top reasons."""
+    if rows_in == 0:
+        return (f"{what} {source} ({fmt}) holds no rows: nothing to ingest (an empty {what} is an error; "
+                f"check the path and the format)")
+    reasons = collections.Counter(r["reason"] for r in rejects)
+    top = "; ".join(f"{reason!r} x{count:,}" for reason, count in reasons.most_common(3))
+    more = f" and {len(reasons) - 3} other reason(s)" if len(reasons) > 3 else ""
+    scope = f"the first {rows_in:,} rows (reading stopped there)" if stopped else f"all {rows_in:,} rows"
+    hint = _format_hint(fmt, rejects) if what == "corpus" else ""
+    return (f"no {name} out of {what} {source} ({fmt}): {scope} read were rejected; top reasons: {top}{more}; "
+            f"rejected rows in {rejects_dir}/.{hint}")
+
+
 # ---- query sets ---------------------------------------------------------------------------------------------
 def _ingest_query_set(qs: QuerySetConfig, run: RunDir, runner: StageRunner, unit_: Unit) -> None:
-    """Read one query set, write it and its rejects, then its marker."""
+    """Read one query set, write it and its rejects, then its marker; a set that yields no query fails."""
     unit = unit_.name
     runner.prepare(unit_)
     run.remove(query_set_dir(qs.name))
-    batch = read_query_set(qs)
+    summary = runner.summary
+    try:
+        batch = read_query_set(qs)
+    except ValueError as e:  # not a query file at all (binary, not a SQuAD document): unmarked, the others go on
+        runner.fail(unit_, str(e))
+        return
     table: pa.Table = batch.table
+    if table.num_rows == 0:  # unmarked, said once with its reasons; the other sets go on
+        rejected = run.write_rejects(STAGE, unit, batch.rejects)
+        summary.rows_in += batch.rows_in
+        summary.rejected += rejected
+        runner.fail(unit_, nothing_ingested(qs.path, qs.format, batch.rows_in, batch.rejects,
+                                            run.path("rejects", STAGE), what=f"query set {qs.name!r}", name="query"))
+        return
     run.write_table(posixpath.join(query_set_dir(qs.name), PART), table)
     rejected = run.write_rejects(STAGE, unit, batch.rejects)
     languages = batch.languages()
     reasons = collections.Counter(r["reason"] for r in batch.rejects)
     runner.finish(unit_, rows_in=batch.rows_in, rows_out=table.num_rows, rejected=rejected, languages=languages,
                   source=qs.path, format=qs.format, rejects_by_reason=dict(reasons))
-    summary = runner.summary
     summary.extra[unit] = f"{batch.rows_in:,} in, {table.num_rows:,} out, {rejected:,} rejected"
     summary.extra[f"{unit} by language"] = languages
     if reasons:
