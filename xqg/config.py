@@ -77,20 +77,43 @@ class QuerySetConfig(Strict):
 
 
 class TrainQGConfig(Strict):
-    """Fine-tuning the cross-lingual query generator (mT5) on passage -> question pairs."""
+    """Fine-tuning the cross-lingual query generator (mT5) on passage -> question pairs.
+
+    Defaults: DSI-QG's step 1 (ielab/DSI-QG, the generator of the xQG paper): prompts cut to 128 tokens, lr 1e-4,
+    no warm-up then linear decay, global batch 128, 2,000 optimizer steps, evaluation (and a checkpoint) every
+    100 steps, the checkpoint with the lowest eval loss kept (load_best_model_at_end). DSI-QG evaluates on
+    XOR-TyDi's gold-paragraph dev file (gp_squad_dev_data.json, minus question ids also in training): name it in
+    eval_files; or hold out eval_examples / eval_ratio of the training pairs. Without either, no evaluation and
+    the final model is kept. DSI-QG does not cut targets (questions); max_target_len 64 keeps every XOR-TyDi one.
+    """
 
     model: ModelRef = "google/mt5-base"
-    train_files: list[str] = Field(default_factory=list)
+    train_files: list[str] = Field(
+        default_factory=list,
+        description="Tevatron JSONL / DPR JSON / gp_squad (XOR-TyDi gold-paragraph, SQuAD layout) files.",
+    )
     languages: list[str] | None = Field(None, description="Target languages to train on; None = the run's languages.")
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=1, description="Global batch size (split across workers).")
+    epochs: int = Field(3, ge=1, description="Passes over the pairs when max_steps is null (ignored otherwise).")
+    max_steps: int | None = Field(
+        2000, ge=1, description="Optimizer steps to train (DSI-QG: 2,000); epochs repeat as needed. null = epochs."
+    )
+    batch_size: int = Field(128, ge=1, description="Global batch size (split across workers; DSI-QG: 8 x 4 x 4 = 128).")
     lr: float = Field(1e-4, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    max_input_len: int = Field(512, ge=8)
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Linear warm-up share of the steps (DSI-QG: none).")
+    max_input_len: int = Field(128, ge=8, description="Prompt tokens in training (DSI-QG: 128).")
     max_target_len: int = Field(64, ge=4)
+    eval_files: list[str] = Field(
+        default_factory=list,
+        description="Evaluation pairs (e.g. XOR-TyDi's gp_squad_dev_data.json, as DSI-QG); question ids also in "
+        "training are rejects (duplicate question id). Exclusive with eval_examples / eval_ratio.",
+    )
+    eval_examples: int = Field(0, ge=0, description="Hold out this many training pairs (seeded) for evaluation.")
+    eval_ratio: float = Field(0.0, ge=0, lt=1, description="Hold out this share of the training pairs instead.")
     num_workers: int = Field(2, ge=1)
     use_gpu: bool | None = Field(None, description="None = use GPUs when the cluster has them.")
-    checkpoint_every_steps: int = Field(500, ge=1)
+    checkpoint_every_steps: int = Field(
+        100, ge=1, description="Checkpoint (and evaluate, with an eval set) every this many steps (DSI-QG: 100)."
+    )
     max_failures: int = Field(2, ge=0)
     trust_remote_code: bool = False
     seed: int = 42
@@ -99,6 +122,18 @@ class TrainQGConfig(Strict):
     )
     log_every_steps: int = Field(10, ge=1)
     fail_at_step: int | None = Field(None, ge=1, description="Testing only: one worker process dies once at this step.")
+
+    @model_validator(mode="after")
+    def _one_eval_set(self) -> TrainQGConfig:
+        chosen = [k for k in ("eval_files", "eval_examples", "eval_ratio") if getattr(self, k)]
+        if len(chosen) > 1:
+            raise ValueError(f"train_qg: set one of eval_files, eval_examples, eval_ratio (got {', '.join(chosen)})")
+        return self
+
+    @property
+    def has_eval(self) -> bool:
+        """Whether the training evaluates (and keeps its best checkpoint by eval loss)."""
+        return bool(self.eval_files or self.eval_examples or self.eval_ratio)
 
 
 class GenerateConfig(Strict):
@@ -109,14 +144,21 @@ class GenerateConfig(Strict):
     num_queries: int = Field(5, ge=1)
     top_k: int = Field(10, ge=0)
     temperature: float = Field(1.0, gt=0)
-    max_new_tokens: int = Field(64, ge=1)
-    max_input_len: int = Field(512, ge=8)
+    max_new_tokens: int = Field(32, ge=1, description="At most this many new tokens per query (DSI-QG: 32).")
+    max_input_len: int = Field(256, ge=8, description="Prompt tokens, the passage cut to fit (DSI-QG's generation: 256).")
     template: str = "Generate a {language} question for this passage: {title} {text}"
     batch_size: int = Field(32, ge=1)
     concurrency: int | None = Field(None, ge=1, description="Actors; None = one per GPU, else per CPU.")
     compute_type: Literal[
         "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32"
-    ] = Field("auto", description="CTranslate2 compute type; hf uses the float ones (auto: bf16/fp16 on GPU, fp32 on CPU).")
+    ] = Field(
+        "auto",
+        description=(
+            "CTranslate2 compute type; hf uses the float ones. auto: CPU int8 (ct2) / fp32 (hf); GPU bf16 for T5-family "
+            "generators (fp32 without bf16), else ct2's / torch's fastest. float16 and int8_float16 with a T5-family "
+            "generator (mT5) are config errors: it overflows in fp16."
+        ),
+    )
     seed: int = 42
     trust_remote_code: bool = False
 
@@ -153,7 +195,18 @@ class TrainDRConfig(Strict):
     temperature: float = Field(1.0, gt=0)
     pooling: Literal["cls", "mean"] = "cls"
     shared_encoder: bool = True
-    gather_negatives: bool = False
+    gather_negatives: bool = Field(
+        True,
+        description="Score each query against the passages of every worker's part of the global batch (the paper's "
+        "semantics: Tevatron on one GPU, 128 queries x 8 passages = 1,024 per query), so the loss does not depend "
+        "on num_workers. false: only the worker's own part (fewer negatives per query with more workers).",
+    )
+    passage_format: Literal["title_text_concat", "title_text_pair", "text"] = Field(
+        "title_text_concat",
+        description="How passages are tokenized: title_text_concat = \"title text\" as one segment, no token type "
+        "ids (Tevatron's, the paper's); title_text_pair = tokenizer(title, text); text = text only. Recorded in "
+        "models/dr/xqg_dr.json; the encode stage encodes the model the same way.",
+    )
     num_workers: int = Field(2, ge=1)
     use_gpu: bool | None = None
     checkpoint_every_steps: int = Field(500, ge=1)
@@ -177,8 +230,10 @@ class EncodeConfig(Strict):
     concurrency: int | None = Field(None, ge=1)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
-    passage_format: Literal["title_text_pair", "title_text_concat", "text"] | None = Field(
-        None, description="None = as the bi-encoder was trained (models/dr/xqg_dr.json), else title_text_pair."
+    passage_format: Literal["title_text_concat", "title_text_pair", "text"] | None = Field(
+        None,
+        description="None = as the bi-encoder was trained (its xqg_dr.json); a model without one (a hub model): "
+        "title_text_concat (Tevatron's). A value that differs from the model's recorded format is an error.",
     )
     num_queries: int | None = Field(
         None, ge=1, description="Generated target: only the first k queries of each list, into embeddings/generated-k{k}/."
@@ -293,7 +348,11 @@ class Config(Strict):
         # Each backend checks what it can before any work starts (e.g. vllm: no encoder-decoder generator).
         from xqg.generate.backends import backend_class
 
-        backend_class(self.generate.backend).validate_config(self.generate.model, self.train_qg.model)
+        backend = backend_class(self.generate.backend)
+        backend.validate_config(self.generate.model, self.train_qg.model)
+        # generate.model None means the run's own trained generator, built from train_qg.model.
+        generator = self.generate.model if self.generate.model is not None else self.train_qg.model
+        backend.validate_compute_type(generator, self.generate.compute_type)  # e.g. no mT5 in float16
         return self
 
     def to_yaml(self) -> str:

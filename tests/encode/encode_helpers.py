@@ -21,7 +21,9 @@ def direct_encode(model_dir: str, texts: list[str], pairs: list[str] | None, max
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir, add_pooling_layer=False).eval()
-    enc = tok(texts, pairs, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+    # One segment (pairs None): no token type ids, as Tevatron and xqg pass them (BERT then uses zeros).
+    types = {} if pairs is not None else {"return_token_type_ids": False}
+    enc = tok(texts, pairs, truncation=True, max_length=max_len, padding=True, return_tensors="pt", **types)
     with torch.inference_mode():
         hidden = model(**enc).last_hidden_state
     if pooling == "cls":
@@ -73,9 +75,15 @@ def write_query_set(run: RunDir, name: str, rows: list[dict]) -> None:
 
 
 def install_dr(run: RunDir, model_dir: str, **meta) -> None:
-    """models/dr as train_dr leaves it: a copy of the model plus xqg_dr.json."""
+    """models/dr as train_dr leaves it by default: a copy of the model plus xqg_dr.json (Tevatron's passage
+    format, "title text" as one segment)."""
     shutil.copytree(model_dir, run.local_path("models", "dr"), dirs_exist_ok=True)
     run.write_json("models/dr/xqg_dr.json", {
         "pooling": "cls", "shared_encoder": True, "q_max_len": 32, "p_max_len": 128,
-        "passage_format": "title_text_pair", **meta,
+        "passage_format": "title_text_concat", **meta,
     })
+
+
+def concat(rows: list[dict]) -> list[str]:
+    """Passages in Tevatron's format: "title text" (no title: the text alone)."""
+    return [f"{r['title'] or ''} {r['text']}".strip() for r in rows]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from encode_helpers import dev_questions, direct_encode, install_dr, write_generated, write_query_set
+from encode_helpers import concat, dev_questions, direct_encode, install_dr, write_generated, write_query_set
 from xqg.config import load_config
 from xqg.encode.stage import run_encode
 from xqg.encode.vectors import vector_matrix
@@ -52,9 +52,12 @@ def test_passage_embeddings_equal_one_process_encoding_whatever_the_batching(enc
     assert table["docid"].to_pylist() == [r["docid"] for r in kept], "shard order and row order are kept"
     assert pa.types.is_fixed_size_list(table.schema.field("embedding").type)
     got = vector_matrix(table["embedding"])
-    want = direct_encode(encoded["model"], [r["title"] or "" for r in kept], [r["text"] for r in kept], 128, "cls")
+    # models/dr records Tevatron's format (train_dr's default): "title text" as one segment
+    want = direct_encode(encoded["model"], concat(kept), None, 128, "cls")
     assert got.dtype == np.float32 and got.shape == want.shape
     assert np.abs(got - want).max() < 1e-5
+    pairs = direct_encode(encoded["model"], [r["title"] or "" for r in kept], [r["text"] for r in kept], 128, "cls")
+    assert np.abs(got - pairs).max() > 1e-3, "not the (title, text) pair format"
 
 
 def test_bad_passage_is_rejected_and_counts_add_up(encoded):

@@ -106,3 +106,154 @@ def test_a_unit_is_worked_through_in_chunks_keeping_corpus_order_and_reporting_p
     assert seen == [(4, 9), (8, 9), (9, 9)]
     assert res.table.column("docid").to_pylist() == [f"d{i}" for i in range(9) if i != 4]
     assert [r["key"] for r in res.rejects] == ["d4"] and res.rows_in == 9
+
+
+# --- item 7: queries are stored in sampling order ----------------------------------------------------------
+
+
+class SortedFakeBackend(GeneratorBackend):
+    """No model: each prompt's n "samples" are i.i.d. Uniform(0, 1) scores drawn from its row seed, returned
+    sorted by score (best first) like CTranslate2's num_hypotheses; the text is the score."""
+
+    name = "sorted-fake"
+
+    def __init__(self, n: int) -> None:  # noqa: D107 - loads nothing
+        self.sampling = SamplingSettings(num_queries=n, max_input_len=16)
+
+    def tokenize(self, prompts, truncate=True):
+        return [[len(p)] for p in prompts]
+
+    def generate(self, token_ids, seeds):
+        import random
+
+        n = self.sampling.num_queries
+        rngs = [random.Random(seed) for seed in seeds]
+        return [[f"{s:.9f}" for s in sorted((rng.random() for _ in range(n)), reverse=True)] for rng in rngs]
+
+
+def fake_rows(count: int) -> pa.Table:
+    return table([(f"p{i}", f"T{i}", f"passage {i}") for i in range(count)])
+
+
+def chi_square_uniform(counts: list[int]) -> float:
+    expected = sum(counts) / len(counts)
+    return sum((c - expected) ** 2 / expected for c in counts)
+
+
+def test_stored_order_puts_the_top_scored_sample_at_a_uniform_position():
+    n, rows = 5, 3000
+    res = generate_unit(SortedFakeBackend(n), fake_rows(rows), lang="ja", shard=0, template=PAPER, seed=11, batch_size=64)
+    stored = [[float(q) for q in qs] for qs in res.table.column("queries").to_pylist()]
+    assert len(stored) == rows and all(len(qs) == n for qs in stored)
+    top_at = [0] * n
+    first_rank = [0] * n  # rank (0 = best) of the stored first query among its row's n samples
+    for qs in stored:
+        top_at[qs.index(max(qs))] += 1
+        first_rank[sorted(qs, reverse=True).index(qs[0])] += 1
+    # chi-square with n - 1 = 4 degrees of freedom: 18.47 is the 0.1% critical value; backend order would give 12,000
+    assert chi_square_uniform(top_at) < 18.47, top_at
+    assert chi_square_uniform(first_rank) < 18.47, first_rank
+    assert sum(qs == sorted(qs, reverse=True) for qs in stored) < rows / 20  # sorted rows: 1/120 by chance
+
+
+def test_the_first_k_stored_queries_are_distributed_like_k_fresh_samples():
+    from scipy import stats
+
+    n, rows = 5, 3000
+    res = generate_unit(SortedFakeBackend(n), fake_rows(rows), lang="fi", shard=3, template=PAPER, seed=5, batch_size=50)
+    stored = [[float(q) for q in qs] for qs in res.table.column("queries").to_pylist()]
+    # A fresh sample is Uniform(0, 1); the backend's first is the max of 5 (Beta(5, 1)), its last the min.
+    for k in (1, 2, 4):
+        values = [v for qs in stored for v in qs[:k]]
+        assert stats.kstest(values, "uniform").pvalue > 0.001, k
+        # and the best of the first k is distributed like the best of k fresh samples: Beta(k, 1)
+        assert stats.kstest([max(qs[:k]) for qs in stored], stats.beta(k, 1).cdf).pvalue > 0.001, k
+    assert stats.kstest([qs[0] for qs in stored], stats.beta(n, 1).cdf).pvalue < 1e-10  # not the backend's first
+
+
+def test_stored_order_is_deterministic_and_independent_of_batching_and_chunking():
+    backend = SortedFakeBackend(5)
+    run = lambda **kw: generate_unit(backend, fake_rows(50), lang="ko", shard=2, template=PAPER, seed=3, **kw).table  # noqa: E731
+    first = run(batch_size=8)
+    assert first.equals(run(batch_size=8))
+    assert first.equals(run(batch_size=3, chunk_rows=7))
+    other_seed = generate_unit(backend, fake_rows(50), lang="ko", shard=2, template=PAPER, seed=4, batch_size=8).table
+    assert not first.equals(other_seed)
+    # the stored list is the backend's list reordered, nothing lost or duplicated
+    raw = backend.generate([[0]] * 50, [stable_seed(3, "ko", f"p{i}") for i in range(50)])
+    assert [sorted(q) for q in first.column("queries").to_pylist()] == [sorted(q) for q in raw]
+
+
+def test_sampling_order_is_a_fixed_permutation_per_row_seed():
+    from xqg.generate.prompts import in_sampling_order, sampling_order
+
+    assert sampling_order(12345, 5) == sampling_order(12345, 5)
+    assert sorted(sampling_order(12345, 5)) == list(range(5))
+    assert len({tuple(sampling_order(s, 5)) for s in range(2000)}) == 120  # every permutation of 5 occurs
+    assert in_sampling_order(["a", "b", "c"], 7) == ["abc"[j] for j in sampling_order(7, 3)]
+    assert in_sampling_order([], 7) == [] and in_sampling_order(["x"], 7) == ["x"]
+
+
+class RecordingBackend(GeneratorBackend):
+    """Wraps a real backend and keeps the lists it returned, keyed by prompt token ids."""
+
+    name = "recording"
+
+    def __init__(self, inner: GeneratorBackend) -> None:  # noqa: D107 - wraps, loads nothing
+        self.inner, self.sampling, self.tokenizer = inner, inner.sampling, inner.tokenizer
+        self.encoder_decoder, self.raw = inner.encoder_decoder, {}
+
+    def tokenize(self, prompts, truncate=True):
+        return self.inner.tokenize(prompts, truncate)
+
+    def begin_unit(self, seed):
+        self.inner.begin_unit(seed)
+
+    def generate(self, token_ids, seeds):
+        out = self.inner.generate(token_ids, seeds)
+        self.raw.update({tuple(ids): qs for ids, qs in zip(token_ids, out)})
+        return out
+
+
+def test_ctranslate2_returns_samples_sorted_by_score_and_the_unit_stores_them_in_sampling_order(
+    tiny_mt5_dir, tmp_path_factory, demo_passage_rows
+):
+    import ctranslate2
+
+    from xqg.generate.convert import ensure_ct2_model
+
+    n = 5
+    path = ensure_ct2_model(tiny_mt5_dir, tmp_path_factory.mktemp("ct2") / "tiny", "float32")
+    sampling = SamplingSettings(num_queries=n, top_k=10, max_new_tokens=8, max_input_len=64)
+    ct2 = make_backend("ctranslate2", tiny_mt5_dir, sampling, ct2_path=path, compute_type="float32", threads=1)
+
+    # The premise: CTranslate2 hands back the num_hypotheses samples sorted by score, best first.
+    translator = ctranslate2.Translator(path, device="cpu", compute_type="float32", intra_threads=1)
+    ctranslate2.set_random_seed(1)
+    prompts = [build_prompt(PAPER, "ar", r["title"], r["text"]) for r in demo_passage_rows[:20]]
+    tokens = [ct2.tokenizer.convert_ids_to_tokens(ids) for ids in ct2.tokenize(prompts)]
+    results = translator.translate_batch(tokens, beam_size=1, num_hypotheses=n, sampling_topk=10,
+                                         max_decoding_length=8, return_scores=True)
+    assert all(r.scores == sorted(r.scores, reverse=True) for r in results)
+
+    rows = demo_passage_rows[:120]
+    recording = RecordingBackend(ct2)
+    res = generate_unit(recording, table([(r["docid"], r["title"], r["text"]) for r in rows]), lang="ar", shard=0,
+                        template=PAPER, seed=1, batch_size=16)
+    stored = res.table.column("queries").to_pylist()
+    ids = prompt_token_ids(ct2, PAPER, "ar", [r["title"] for r in rows], [r["text"] for r in rows])
+    top_at, distinct = [0] * n, 0
+    for qs, row_ids in zip(stored, ids):
+        raw = recording.raw[tuple(row_ids)]
+        assert sorted(qs) == sorted(raw)  # the same samples, reordered
+        if len(set(raw)) == n:  # the top-scored sample is raw[0]; find where it was stored
+            distinct += 1
+            top_at[qs.index(raw[0])] += 1
+    assert distinct >= 100
+    # Backend order would put the top-scored sample first in every row; sampling order puts it first in ~1/5.
+    assert top_at[0] < 0.4 * distinct, top_at
+    assert max(top_at) < 0.4 * distinct and min(top_at) > 0, top_at
+    # and a redone unit stores the same order
+    again = generate_unit(ct2, table([(r["docid"], r["title"], r["text"]) for r in rows]), lang="ar", shard=0,
+                          template=PAPER, seed=1, batch_size=16)
+    assert again.table.equals(res.table)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from xqg.config import TrainDRConfig
 from xqg.train.loss import batch_loss, contrastive_loss
 
 D_IN, D = 6, 4
@@ -75,7 +76,7 @@ def init_weight() -> torch.nn.Parameter:
 SPLIT_Q, SPLIT_P = 3, 7
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, port: int, out_dir: str, gather: bool) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
@@ -86,15 +87,21 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         qs = slice(0, SPLIT_Q) if rank == 0 else slice(SPLIT_Q, None)
         ps = slice(0, SPLIT_P) if rank == 0 else slice(SPLIT_P, None)
         pos = b["pos"][qs] - (0 if rank == 0 else SPLIT_P)  # positive index local to this rank's passages
+        q, p = b["xq"][qs] @ w, b["xp"][ps] @ w
+        q.retain_grad()
+        p.retain_grad()
         loss, value = batch_loss(
-            b["xq"][qs] @ w, b["xp"][ps] @ w, pos, temperature=0.5,
-            q_pos_keys=b["q_keys"][qs], p_keys=b["p_keys"][ps], gather=True,
+            q, p, pos, temperature=0.5, q_pos_keys=b["q_keys"][qs], p_keys=b["p_keys"][ps], gather=gather,
         )
         loss.backward()
         grad = w.grad.detach().clone()
         dist.all_reduce(grad)
         grad /= 2  # what DDP does: average the ranks' gradients
         np.save(Path(out_dir) / f"grad{rank}.npy", grad.numpy())
+        # the embeddings' gradients as DDP scales them (the 1/2 of its average): this rank's rows of the
+        # single-process gradient
+        np.save(Path(out_dir) / f"qgrad{rank}.npy", q.grad.numpy() / 2)
+        np.save(Path(out_dir) / f"pgrad{rank}.npy", p.grad.numpy() / 2)
         np.save(Path(out_dir) / f"loss{rank}.npy", np.array([value.item()]))
     finally:
         dist.destroy_process_group()
@@ -107,14 +114,26 @@ def _free_port() -> int:
 
 
 def test_gathered_loss_on_two_workers_equals_one_worker_with_the_whole_batch(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    """Issue 12.3: with the default train_dr.gather_negatives, the loss of a global batch and its gradients
+    (of the weights after DDP's average, and of every query and passage embedding) do not depend on how the
+    batch is split across workers."""
+    gather = TrainDRConfig().gather_negatives
+    assert gather is True, "the paper's semantics (Tevatron: every passage of the global batch) is the default"
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), gather), nprocs=2, join=True)
     w = init_weight()
     b = fixed_batch()
-    loss = contrastive_loss(b["xq"] @ w, b["xp"] @ w, b["pos"], 0.5, b["q_keys"], b["p_keys"])
+    q, p = b["xq"] @ w, b["xp"] @ w
+    q.retain_grad()
+    p.retain_grad()
+    loss = contrastive_loss(q, p, b["pos"], 0.5, b["q_keys"], b["p_keys"])
     loss.backward()
     for rank in (0, 1):
+        qs = slice(0, SPLIT_Q) if rank == 0 else slice(SPLIT_Q, None)
+        ps = slice(0, SPLIT_P) if rank == 0 else slice(SPLIT_P, None)
         assert np.load(tmp_path / f"loss{rank}.npy")[0] == pytest.approx(loss.item(), rel=1e-5)
         np.testing.assert_allclose(np.load(tmp_path / f"grad{rank}.npy"), w.grad.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.load(tmp_path / f"qgrad{rank}.npy"), q.grad[qs].numpy(), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(np.load(tmp_path / f"pgrad{rank}.npy"), p.grad[ps].numpy(), rtol=1e-4, atol=1e-7)
     # and the masking is real: without the duplicate keys the loss differs
     plain = contrastive_loss(b["xq"] @ w, b["xp"] @ w, b["pos"], 0.5)
     assert plain.item() != pytest.approx(loss.item(), rel=1e-4)

@@ -173,3 +173,82 @@ def test_hub_dataset_names_and_the_optional_datasets_package() -> None:
     except ImportError:
         with pytest.raises(ValueError, match="optional `datasets` package"):
             list(read_training_file("hub:Tevatron/xor-tydi"))
+
+
+# ---- gp_squad (XOR-TyDi gold paragraphs, SQuAD layout) ------------------------------------------------------
+
+GP1, GP2 = "Hithal is a market town on the Ganavane river.", "Breldawen is a town in a valley."
+
+
+def gp_squad_doc() -> dict:
+    """10 qa rows: 4 good ones (one without a language), 2 duplicate ids, 4 malformed."""
+    def element(context: str, *qas: dict, title: str = "title:Hithal_parentSection:Intro") -> dict:
+        return {"title": title, "paragraphs": [{"context": context, "qas": list(qas)}]}
+
+    return {"data": [
+        element(GP1, {"id": "-100", "question": "ヒサルはどこですか？", "answers": [{"text": "x", "answer_start": 0}],
+                      "lang": "ja"},
+                {"id": "-101", "question": "Missä Hithal on?", "lang": "fi"}),
+        element(GP2, {"id": "-100", "question": "another question, same id", "lang": "ja"}),  # duplicate
+        element(GP2, {"id": "ko-7", "question": "브렐다웬은 어디에 있습니까?"}, title="Breldawen"),  # language from the id
+        element(GP2, {"id": "-102", "question": "no language anywhere?"}),  # XOR ids are bare numbers
+        element("  ", {"id": "-103", "question": "empty context?", "lang": "ru"}),
+        element(GP1, {"id": "-104", "question": "   ", "lang": "ru"}),
+        {"title": "no paragraphs"},
+        42,
+        element(GP1, {"id": "-101", "question": "Missä on Hithal?", "lang": "fi"}),  # duplicate
+    ], "version": "1.1"}
+
+
+def test_gp_squad_reads_every_qa_and_removes_duplicate_question_ids(tmp_path: Path) -> None:
+    path = tmp_path / "gp_squad_train_data.json"
+    path.write_text(json.dumps(gp_squad_doc(), ensure_ascii=False, indent=1), encoding="utf-8")
+    items = list(read_training_file(str(path)))
+    good, bad = split(items)
+    assert len(items) == 10 and len(good) + len(bad) == 10
+    assert [e.query_id for e in good] == ["-100", "-101", "ko-7", "-102"]
+    assert [e.query for e in good[:2]] == ["ヒサルはどこですか？", "Missä Hithal on?"]  # the first of each id is kept
+    assert [e.lang for e in good] == ["ja", "fi", "ko", None] and "no language" in good[3].lang_error
+    p = good[0].positives[0]
+    assert (p.title, p.text) == ("Hithal", GP1) and good[0].negatives == [] and p.docid.startswith("sha1:")
+    assert good[2].positives[0].title == "Breldawen"
+    assert sorted(r.reason for r in bad) == sorted([
+        "duplicate question id", "duplicate question id", "no positive passage", "empty query",
+        "gp_squad data element without paragraphs", "not a JSON object",
+    ])
+    assert {r.key for r in bad if r.reason == "duplicate question id"} == {"-100", "-101"}
+
+
+def test_gp_squad_layouts_read_the_same(tmp_path: Path) -> None:
+    doc = gp_squad_doc()
+    pretty, one_line, version_first, packed = (tmp_path / n for n in ("a.json", "b.json", "c.json", "d.json.gz"))
+    pretty.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    one_line.write_text(json.dumps({"meta": {"x": [1]}, **doc}), encoding="utf-8")  # "data" not first: one JSON line
+    version_first.write_text(json.dumps({"version": "1.1", "data": doc["data"]}), encoding="utf-8")
+    with gzip.open(packed, "wt", encoding="utf-8") as f:
+        f.write(json.dumps(doc))
+
+    def view(path: Path) -> list[tuple]:  # rejects without an id are keyed by file and position: keep the position
+        return [(type(x).__name__, getattr(x, "query_id", getattr(x, "key", "").split("#", 1)[-1]),
+                 getattr(x, "reason", None)) for x in read_training_file(str(path))]
+
+    assert view(pretty) == view(one_line) == view(version_first) == view(packed) and len(view(pretty)) == 10
+
+
+def test_gp_squad_rows_in_equal_rows_out_plus_rejects(tmp_path: Path) -> None:
+    path = tmp_path / "gp.json"
+    path.write_text(json.dumps(gp_squad_doc()), encoding="utf-8")
+    run = RunDir(str(tmp_path / "run"))
+    kept: list[TrainExample] = []
+    rows_in, rows_out, rejected = read_sources(
+        run, "train_qg", [str(path)], accept=lambda e: None if e.lang else e.lang_error, emit=kept.append
+    )
+    assert (rows_in, rows_out, rejected) == (10, 3, 7) and rows_in == rows_out + rejected
+    reasons = run.read_rejects("train_qg").column("reason").to_pylist()
+    assert reasons.count("duplicate question id") == 2 and sum("no language" in r for r in reasons) == 1
+
+
+def test_language_from_a_language_name_prefix() -> None:
+    assert row_language({}, "japanese-1438027461050") == ("ja", None)
+    assert row_language({}, "Finnish_12") == ("fi", None)
+    assert row_language({}, "klingon-1")[0] is None

@@ -23,13 +23,14 @@ FAIL_AT = 5  # after the checkpoint of step 4: the restarted workers resume ther
 
 @pytest.fixture(scope="module")
 def dr_run(ray_local, tiny_bert_dir: str, demo_train_file: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One training: 96 examples, batch 16 (6 steps/epoch), 6 epochs, negatives gathered across the 2 workers;
+    """One training with the default format and negatives (Tevatron's "title text" passages, negatives gathered
+    across the 2 workers): 96 examples, batch 16 (6 steps/epoch), 6 epochs;
     one worker process dies at step 5 (FailureConfig restarts the group from the step-4 checkpoint)."""
     run_dir = tmp_path_factory.mktemp("dr") / "run"
     config = load_config(None, [
         f"run_dir={run_dir}", f"train_dr.model={tiny_bert_dir}", f"train_dr.train_files=[{demo_train_file}]",
         "train_dr.batch_size=16", "train_dr.epochs=6", "train_dr.lr=0.005",
-        "train_dr.checkpoint_every_steps=4", "train_dr.log_every_steps=2", "train_dr.gather_negatives=true",
+        "train_dr.checkpoint_every_steps=4", "train_dr.log_every_steps=2",
         f"train_dr.fail_at_step={FAIL_AT}", "train_dr.max_failures=1", "p_max_len=64",
     ])
     start = time.perf_counter()
@@ -110,10 +111,26 @@ def test_final_bi_encoder_is_a_hugging_face_folder_with_its_encode_settings(dr_r
     assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()
     meta = json.loads((out / "xqg_dr.json").read_text())
     assert meta["pooling"] == "cls" and meta["shared_encoder"] is True
-    assert (meta["q_max_len"], meta["p_max_len"]) == (32, 64) and meta["passage_format"] == "title_text_pair"
+    assert (meta["q_max_len"], meta["p_max_len"]) == (32, 64) and meta["passage_format"] == "title_text_concat"
     marker = RunDir(config.run_dir).read_marker(STAGE, "model")
     assert marker["rows_out"] == 96 and marker["world_size"] == 2
     assert marker["examples_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_encoding_the_trained_model_uses_its_recorded_format_and_refuses_another(dr_run) -> None:
+    from xqg.config import ConfigError
+    from xqg.encode.model import load_encoder_spec
+
+    config, _, _ = dr_run
+    run = RunDir(config.run_dir)
+    spec = load_encoder_spec(config, run)
+    assert spec.passage_format == "title_text_concat" and spec.p_max_len == 64
+    same = load_config(None, [f"run_dir={config.run_dir}", "encode.passage_format=title_text_concat"])
+    assert load_encoder_spec(same, run).passage_format == "title_text_concat"
+    other = load_config(None, [f"run_dir={config.run_dir}", "encode.passage_format=title_text_pair"])
+    with pytest.raises(ConfigError, match="title_text_pair.*title_text_concat"):
+        load_encoder_spec(other, run)
 
 
 @pytest.mark.slow
@@ -210,7 +227,126 @@ def test_separate_encoders_and_mean_pooling_save_and_load(tiny_bert_dir: str, tm
     q = tokenize_queries(tok, ["Where is Hithal?"], 32)
     p = tokenize_passages(tok, ["Hithal", ""], ["Hithal is a town.", "No title here."], 64)
     with torch.no_grad():
-        args = (q["input_ids"], q["attention_mask"], p["input_ids"], p["attention_mask"], None, p["token_type_ids"])
+        args = (q["input_ids"], q["attention_mask"], p["input_ids"], p["attention_mask"], None, p.get("token_type_ids"))
         a, b = model(*args), loaded(*args)
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y)
+
+
+# ---- the default settings: Tevatron's passages, and a global batch whose loss does not depend on the workers
+
+
+def default_task(tiny_bert_dir: str, demo_train_file: Path, run_dir: Path, batch: int, *overrides: str):
+    """(config, DRTask) of the default train_dr settings on the demo data, as a Ray Train worker builds it."""
+    from xqg.train.dr import DRTask, dr_task_args
+
+    config = load_config(None, [
+        f"run_dir={run_dir}", f"train_dr.model={tiny_bert_dir}", f"train_dr.train_files=[{demo_train_file}]",
+        f"train_dr.batch_size={batch}", "p_max_len=64", *overrides,
+    ])
+    data = prepare_dr_data(config, RunDir(str(run_dir)), has_checkpoints=False)
+    args = dr_task_args(config, tiny_bert_dir)
+    return config, DRTask(data_uri=data.uri, model_path=tiny_bert_dir, trust_remote_code=False, **args)
+
+
+def test_default_training_batch_has_tevatron_passages_without_token_types(
+    tiny_bert_dir: str, demo_train_file: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    config, task = default_task(tiny_bert_dir, demo_train_file, tmp_path / "run", 4)
+    assert config.train_dr.passage_format == "title_text_concat" and task.meta["passage_format"] == "title_text_concat"
+    batch = task.make_batch(np.arange(4), epoch=0)
+    assert "p_types" not in batch and "q_types" not in batch, "one segment each: no token type ids, as Tevatron"
+    rows = task.table.take(pa.array(np.arange(4))).to_pylist()
+    passages = [task.sample_passages(r, i, 0) for i, r in enumerate(rows)]
+    texts = [f"{p['title']} {p['text']}".strip() for pos, negs in passages for p in [pos, *negs]]
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    want = tok(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")
+    assert torch.equal(batch["p_ids"], want["input_ids"]) and torch.equal(batch["p_mask"], want["attention_mask"])
+    sep = tok.sep_token_id
+    assert ((batch["p_ids"] == sep).sum(1) == 1).all(), "[CLS] title text [SEP]: one segment"
+    # the other formats stay available: a pair has two segments and its segment ids
+    _, pair_task = default_task(
+        tiny_bert_dir, demo_train_file, tmp_path / "pair", 4, "train_dr.passage_format=title_text_pair"
+    )
+    pair = pair_task.make_batch(np.arange(4), epoch=0)
+    assert "p_types" in pair and int(pair["p_types"].max()) == 1 and "q_types" not in pair
+    assert pair_task.meta["passage_format"] == "title_text_pair"
+
+
+GLOBAL_BATCH = 7  # split 4 + 3 over two workers (np.array_split), uneven on purpose
+
+
+def _ddp_worker(rank: int, port: int, model_dir: str, train_file: str, run_dir: str, out_dir: str) -> None:
+    """One of two gloo workers: the default DRTask on its part of global batch 0, a DDP backward, its results saved."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from xqg.train.order import epoch_order, local_indices
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.set_num_threads(1)
+        _, task = default_task(model_dir, Path(train_file), Path(run_dir), GLOBAL_BATCH)
+        model = task.build_model(None).eval().double()  # eval: no dropout; double: see the test
+        ddp = DistributedDataParallel(model, find_unused_parameters=task.find_unused_parameters)
+        order = epoch_order(task.num_examples(), task.seed, 0)
+        batch = task.make_batch(local_indices(order, 0, GLOBAL_BATCH, rank, 2), 0)
+        loss, value = task.compute_loss(ddp, batch, torch.device("cpu"))
+        loss.backward()  # DDP averages the ranks' gradients
+        grads = {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+        np.savez(Path(out_dir) / f"grads{rank}.npz", **grads)
+        task.gather = False  # the old semantics: each worker's queries only against its own passages
+        with torch.no_grad():
+            _, local = task.compute_loss(ddp, batch, torch.device("cpu"))
+        np.save(Path(out_dir) / f"loss{rank}.npy", np.array([value.item(), local.item()]))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes importing torch + transformers: a minute on a busy 2-core machine
+def test_default_two_workers_give_the_loss_and_gradients_of_one_worker_on_the_global_batch(
+    tiny_bert_dir: str, demo_train_file: Path, tmp_path: Path
+) -> None:
+    """Issue 12.3: the paper's semantics (Tevatron: each query against every passage of the global batch) by
+    default, so 2 DDP workers on halves of a global batch train exactly as 1 worker on the whole of it."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from xqg.train.order import epoch_order, local_indices
+
+    config, task = default_task(tiny_bert_dir, demo_train_file, tmp_path / "run", GLOBAL_BATCH)
+    assert config.train_dr.gather_negatives and task.gather and config.train_dr.num_workers > 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    out.mkdir()
+    mp.spawn(_ddp_worker, args=(port, tiny_bert_dir, str(demo_train_file), str(tmp_path / "run"), str(out)),
+             nprocs=2, join=True)
+
+    # float64 on both sides: in float32 the tiny random BERT's gradients already differ by ~5e-4 (relative)
+    # between one forward pass of the whole batch and two of its halves, each padded to its own length
+    model = task.build_model(None).eval().double()
+    order = epoch_order(task.num_examples(), task.seed, 0)
+    batch = task.make_batch(local_indices(order, 0, GLOBAL_BATCH, 0, 1), 0)
+    assert batch["pos_index"].numel() == GLOBAL_BATCH and batch["p_ids"].shape[0] > 2 * GLOBAL_BATCH
+    loss, value = task.compute_loss(model, batch, torch.device("cpu"))
+    loss.backward()
+    want = {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+    for rank in (0, 1):
+        gathered, local = np.load(out / f"loss{rank}.npy")
+        assert gathered == pytest.approx(value.item(), rel=1e-9)
+        assert local != pytest.approx(value.item(), rel=1e-3), "without gathering, fewer negatives: another loss"
+        got = np.load(out / f"grads{rank}.npz")
+        assert sorted(got.files) == sorted(want)
+        # equal up to float64 rounding, measured against the largest gradient (some are ~0 by construction,
+        # e.g. attention key biases)
+        scale = max(float(np.abs(g).max()) for g in want.values())
+        for name, g in want.items():
+            np.testing.assert_allclose(got[name], g, rtol=1e-7, atol=1e-9 * scale, err_msg=name)
+        flat_got = np.concatenate([got[n].ravel() for n in want])
+        flat_want = np.concatenate([g.ravel() for g in want.values()])
+        assert np.linalg.norm(flat_got - flat_want) < 1e-9 * np.linalg.norm(flat_want)

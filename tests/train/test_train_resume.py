@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from xqg.train.checkpoints import (
-    SNAPSHOT_FILE, checkpoint_name, clean_experiment, latest_checkpoint, read_valid_state, write_state,
+    SNAPSHOT_FILE, checkpoint_name, clean_experiment, latest_checkpoint, prune_checkpoints, read_valid_state,
+    write_state,
 )
 from xqg.train.metrics import MetricsLog
 from xqg.train.order import epoch_order, local_indices, lr_factor, steps_per_epoch
@@ -72,6 +73,21 @@ def test_a_checkpoint_cut_short_is_not_resumed_from_and_is_cleaned(tmp_path: Pat
     (exp / SNAPSHOT_FILE).write_text('{"checkpoint_results": [{"checkpoint_dir_na')  # killed mid-write
     clean_experiment(str(exp))
     assert not newest.exists() and not (exp / SNAPSHOT_FILE).exists() and (exp / "step=00000004").exists()
+
+
+def test_pruning_keeps_the_best_checkpoint_beside_the_newest(tmp_path: Path) -> None:
+    from xqg.train.driver import best_checkpoint
+
+    exp = tmp_path / "train" / "qg"
+    for step in (1, 2, 3, 4):
+        fake_checkpoint(exp, step)
+    final = {"global_step": 4, "best_checkpoint": "step=00000001", "best_eval_loss": 2.0}
+    assert best_checkpoint(str(exp), final)[0] == "step=00000001"
+    prune_checkpoints(str(exp), keep=2, keep_also="step=00000001")
+    assert sorted(p.name for p in exp.iterdir()) == ["step=00000001", "step=00000003", "step=00000004"]
+    (exp / "step=00000001" / "optimizer.pt").write_bytes(b"")  # cut short: never silently the final model instead
+    with pytest.raises(RuntimeError, match="best checkpoint step=00000001"):
+        best_checkpoint(str(exp), final)
 
 
 def test_metrics_log_drops_lines_of_lost_steps(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from xqg.config import Config
+from xqg.evaluate.official import XOR_EXT, write_xor_predictions, xor_file, xor_predictions
 from xqg.evaluate.metrics import ir_metrics
 from xqg.evaluate.report import format_table, make_results, write_report
 from xqg.evaluate.xor import TokenCache, recall_at_kt
@@ -126,7 +127,8 @@ def run_evaluate(config: Config) -> StageSummary:
     names = {label: run_name(index, qset, default_set) for label, index in zip(("baseline", "+xQG"), index_names(config))}
     rname = report_name(config)
     runner = StageRunner(run, EVALUATE, keep_stale=config.keep_stale,
-                         outputs=lambda u: [posixpath.join("reports", f"{u}.{ext}") for ext in ("md", "json", "png")])
+                         outputs=lambda u: [posixpath.join("reports", f"{u}.{ext}") for ext in ("md", "json", "png")]
+                         + [xor_file(name) for name in names.values()])
     searched = {label: runner.upstream(SEARCH, name) for label, name in names.items()}
     encoders = comparable_runs(searched)
     ev = config.evaluate
@@ -136,6 +138,7 @@ def run_evaluate(config: Config) -> StageSummary:
         "queries": runner.upstream_fingerprint(INGEST, query_set_unit(qset)),
         "kt": ev.kt, "ir_ks": ev.ir_ks, "include_title": ev.include_title, "permutations": ev.permutations,
         "seed": ev.seed,
+        "exports": [XOR_EXT],  # each run's predictions in XOR-TyDi's official format, runs/<run>.xor.json
     })
     plan = runner.plan([unit])
     if not plan.todo:
@@ -158,10 +161,12 @@ def run_evaluate(config: Config) -> StageSummary:
         )
         cache = TokenCache()  # both runs retrieve many of the same passages
         results = {}
+        exported: dict[str, str] = {}
         for label, table in tables.items():
             ranked = _ranked_lists(table)
             predictions = {qid: [texts.get(d, "") for d in docids] for qid, docids in ranked.items()}
             results[label] = recall_at_kt(questions, predictions, ks=tuple(ev.kt), cache=cache)
+            exported[label] = write_xor_predictions(run, names[label], xor_predictions(questions, ranked, texts))
         ir = None
         qrels = {q: {d: 1 for d in ds} for q, ds in zip(queries["qid"].to_pylist(), queries["docids"].to_pylist()) if ds}
         if qrels:
@@ -175,6 +180,7 @@ def run_evaluate(config: Config) -> StageSummary:
             "questions counted": sum(results["baseline"].counts.values()),
             "questions skipped (yes/no or no answer)": results["baseline"].n_skipped,
             "report": paths["md"],
+            **{f"official predictions ({label})": path for label, path in exported.items()},
         })
         return {"rows_in": len(questions), "rows_out": len(questions), "rejected": 0, "table": table_text, "files": paths}
 

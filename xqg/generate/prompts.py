@@ -53,3 +53,24 @@ def stable_seed(*parts: object, bits: int = 63) -> int:
     blob = "\x1f".join(str(p) for p in parts).encode("utf-8")
     value = int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big")
     return value & ((1 << bits) - 1)
+
+
+# Marks the stored order of a row's queries in the generate settings: a change of order is a change of output.
+QUERY_ORDER = "sampling-order-v1"
+
+
+def sampling_order(row_seed: int, n: int) -> list[int]:
+    """A permutation of range(n) drawn from the row's seed alone: the order in which a row's n samples are stored.
+
+    Engines such as CTranslate2 return the num_hypotheses samples of a prompt sorted by score, so "the first k
+    of n" would be the k most likely, not k samples. Storing them in an order drawn independently of their
+    content (a uniformly random permutation: sorting n independent hash values) makes every prefix of the list
+    distributed like that many fresh samples. It depends only on the row's seed and n (no Python `random`, whose
+    shuffle is not guaranteed across versions), so a redone unit stores the same order.
+    """
+    return sorted(range(n), key=lambda j: (stable_seed(row_seed, "order", j), j))
+
+
+def in_sampling_order(queries: list[str], row_seed: int) -> list[str]:
+    """A row's queries reordered by sampling_order (backend order in, independent-sample order out)."""
+    return [queries[j] for j in sampling_order(row_seed, len(queries))]

@@ -12,7 +12,7 @@ from xqg.config import Config
 from xqg.generate.actor import GenerateActor
 from xqg.generate.backends import backend_class, prepare_backend
 from xqg.generate.backends.base import SamplingSettings
-from xqg.generate.prompts import check_template
+from xqg.generate.prompts import QUERY_ORDER, check_template
 from xqg.languages import normalise_code
 from xqg.layout import GENERATE, INGEST, corpus_unit, generated_unit
 from xqg.models.texts import corpus_texts
@@ -54,7 +54,7 @@ def plan_units(runner: StageRunner, config: Config, model_fp: str, langs: list[s
     gen = config.generate
     settings = {
         "model": model_fp, **backend_class(gen.backend).output_params(gen), "sampling": asdict(SamplingSettings.from_config(gen)),
-        "template": gen.template, "seed": gen.seed,
+        "template": gen.template, "seed": gen.seed, "order": QUERY_ORDER,
     }
     units = []
     for shard in shards:

@@ -12,7 +12,14 @@ from typing import Any
 import pyarrow as pa
 
 from xqg.generate.backends.base import GeneratorBackend
-from xqg.generate.prompts import CHARS_PER_TOKEN_BOUND, build_prompt, is_empty_passage, stable_seed, text_is_last
+from xqg.generate.prompts import (
+    CHARS_PER_TOKEN_BOUND,
+    build_prompt,
+    in_sampling_order,
+    is_empty_passage,
+    stable_seed,
+    text_is_last,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +150,9 @@ def generate_unit(
 ) -> UnitResult:
     """n queries per passage in corpus order; empty passages and rows whose generation fails become rejects.
 
+    Each row's queries are stored in sampling order (prompts.in_sampling_order), not in the backend's order,
+    so that `encode --num-queries k` takes k independent samples rather than the k most likely.
+
     The unit is worked through in chunks of chunk_rows passages (sorted by length inside a chunk), so memory
     stays bounded on corpus shards of millions of rows; progress(rows done, rows) is called after each chunk.
     """
@@ -170,7 +180,9 @@ def generate_unit(
         failed += chunk_failed
         for i in sorted(queries):
             out_docids.append(docids[i])
-            out_queries.append(queries[i])
+            # Backends may return a row's samples sorted by score (CTranslate2 does): store them in an order
+            # drawn from the row's seed, so that the first k are distributed like k independent samples.
+            out_queries.append(in_sampling_order(queries[i], seeds[i]))
         if progress is not None:
             progress(c0 + part.num_rows, passages.num_rows)
     table = pa.table(

@@ -2,12 +2,16 @@
 
 - loading: any Hugging Face encoder (AutoModel) without its pooler head (unused by CLS/mean pooling);
 - pooling: CLS (first token) or attention-masked mean of the last hidden states;
-- tokenizing: queries as plain text; passages in one of PASSAGE_FORMATS:
+- tokenizing (as Tevatron, the paper's bi-encoder trainer, at the commit ielab/xQG4xDR used): a query is one
+  segment; a passage in one of PASSAGE_FORMATS:
+    "title_text_concat" tokenizer(f"{title} {text}"): one segment, [CLS] title text [SEP] for BERT; Tevatron's
+                        format (its passage_field_separator " "), the default of training and encoding;
     "title_text_pair"   tokenizer(title, text): [CLS] title [SEP] text [SEP] for BERT, token types 0/1 (an empty
-                        title gives [CLS] [SEP] text [SEP]), longest-first truncation; Tevatron's format;
-    "title_text_concat" tokenizer("title text");
+                        title gives [CLS] [SEP] text [SEP]), longest-first truncation (beyond the paper);
     "text"              tokenizer(text);
-  every tokenizer output (token_type_ids included) goes to the model, as Tevatron does;
+  one-segment inputs (queries, "title_text_concat", "text") get no token_type_ids, as Tevatron's
+  encode_plus(return_token_type_ids=False): the model takes its default, all zeros; a pair gets the
+  tokenizer's segment ids;
 - BiEncoder: the nn.Module training fine-tunes (query and passage encoders, shared or separate);
 - Encoder: inference on one device, length-sorted batches padded to their own longest row;
 - the meta file <model dir>/xqg_dr.json, telling the encode stage how the model was trained:
@@ -35,7 +39,8 @@ from xqg.rundir import RunDir
 
 META_FILE = "xqg_dr.json"
 PASSAGE_FORMATS = ("title_text_pair", "title_text_concat", "text")
-PASSAGE_FORMAT = "title_text_pair"  # the training format (Tevatron's), and the default when nothing says otherwise
+PASSAGE_FORMAT = "title_text_concat"  # Tevatron's format: the default of training and of encoding a model
+# that records none (a hub model)
 POOLINGS = ("cls", "mean")
 
 
@@ -74,10 +79,12 @@ def passage_texts(titles: list[str], texts: list[str], fmt: str) -> tuple[list[s
 
 def _tokenize(tokenizer: Any, args: tuple[list[str], ...], max_len: int, padded: bool) -> Any:
     """padded: tensors padded to the longest row, attention mask included (a training batch);
-    else token-id lists of the model inputs besides the attention mask, which Encoder rebuilds when it pads."""
+    else token-id lists of the model inputs besides the attention mask, which Encoder rebuilds when it pads.
+    One segment (one text list): no token_type_ids, as Tevatron; a pair: the tokenizer's segment ids."""
+    types = {} if len(args) > 1 else {"return_token_type_ids": False}
     if padded:
-        return tokenizer(*args, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
-    enc = tokenizer(*args, truncation=True, max_length=max_len)
+        return tokenizer(*args, truncation=True, max_length=max_len, padding=True, return_tensors="pt", **types)
+    enc = tokenizer(*args, truncation=True, max_length=max_len, **types)
     return {n: enc[n] for n in tokenizer.model_input_names if n != "attention_mask" and n in enc}
 
 

@@ -2,8 +2,9 @@
 
 A checkpoint holds model/ (save_pretrained, safetensors), optimizer.pt / scheduler.pt / scaler.pt (torch.save
 of tensor-only state dicts, loaded with weights_only=True) and state.json (step, epoch, step in epoch, world
-size, loss sums, elapsed time, and a manifest of the other files with their sizes, written last), so a
-checkpoint cut short by a crash is recognised and skipped.
+size, loss sums, elapsed time, the eval loss and the best checkpoint so far when the training evaluates, and a
+manifest of the other files with their sizes, written last), so a checkpoint cut short by a crash is recognised
+and skipped.
 """
 
 from __future__ import annotations
@@ -77,12 +78,13 @@ def latest_checkpoint(experiment_uri: str) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def prune_checkpoints(experiment_uri: str, keep: int) -> None:
-    """Keep the newest `keep` checkpoint folders (Ray prunes only those it registered; a checkpoint written just
-    before a driver was killed is not)."""
+def prune_checkpoints(experiment_uri: str, keep: int, keep_also: str | None = None) -> None:
+    """Keep the newest `keep` checkpoint folders and `keep_also` (the best one by eval loss); Ray prunes only those
+    it registered; a checkpoint written just before a driver was killed is not."""
     exp = RunDir(experiment_uri)
     for name in checkpoint_names(experiment_uri)[:-keep]:
-        exp.remove(name)
+        if name != keep_also:
+            exp.remove(name)
 
 
 def clean_experiment(experiment_uri: str) -> None:

@@ -1,7 +1,8 @@
 """Driver-side preparation of training data: read the sources once, write rejects, keep one Parquet file.
 
 The prepared file (<run>/train/<name>_data/part-00000.parquet) is what every worker reads, so a resumed
-training sees exactly the rows (and so the data order) of the interrupted one. A marker
+training sees exactly the rows (and so the data order) of the interrupted one; a training with a held-out
+evaluation set has it next to it (eval-00000.parquet), never among the training rows. A marker
 _done/<stage>/data.json records the counts and a fingerprint of the settings that produced it; a rerun with
 other settings while checkpoints exist is refused (the data position would be meaningless).
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -21,6 +23,8 @@ from xqg.rundir import RunDir
 from xqg.train.readers import Reject, TrainExample, read_training_file
 
 DATA_FILE = "part-00000.parquet"
+EVAL_FILE = "eval-00000.parquet"
+HOLD_OUT_STREAM = 0x686F6C64  # "hold": the held-out split's random stream, never an epoch number
 
 
 @dataclass
@@ -32,6 +36,7 @@ class PreparedData:
     rows_out: int
     rejected: int
     extra: dict[str, Any]
+    eval_uri: str | None = None  # the held-out evaluation pairs, when the training has them
 
 
 def data_rel(name: str) -> str:
@@ -42,6 +47,7 @@ def data_rel(name: str) -> str:
 def load_prepared(run: RunDir, stage: str, name: str, fp: str, has_checkpoints: bool) -> PreparedData | None:
     """The prepared data of an earlier run when its settings match; None when it must be (re)built."""
     rel = posixpath.join(data_rel(name), DATA_FILE)
+    eval_rel = posixpath.join(data_rel(name), EVAL_FILE)
     if not run.is_done(stage, "data") or not run.exists(rel):
         return None
     info = run.read_marker(stage, "data")
@@ -52,7 +58,14 @@ def load_prepared(run: RunDir, stage: str, name: str, fp: str, has_checkpoints: 
                 f"were written; use a new run_dir, or remove {run.path('train', name)} to start over"
             )
         return None
-    return PreparedData(run.path(rel), info["rows_in"], info["rows_out"], info["rejected"], info.get("extra", {}))
+    extra = info.get("extra", {})
+    has_eval = int(extra.get("eval_pairs", 0)) > 0
+    if has_eval and not run.exists(eval_rel):
+        return None
+    return PreparedData(
+        run.path(rel), info["rows_in"], info["rows_out"], info["rejected"], extra,
+        eval_uri=run.path(eval_rel) if has_eval else None,
+    )
 
 
 class ExampleWriter:
@@ -88,8 +101,10 @@ def read_sources(
     sources: list[str],
     accept: Callable[[TrainExample], str | None],
     emit: Callable[[TrainExample], None],
+    unit_prefix: str = "file",
 ) -> tuple[int, int, int]:
-    """Read every source; emit accepted examples; write rejects per source (unit file=NNNNN); (in, out, rejected).
+    """Read every source; emit accepted examples; write rejects per source (unit <unit_prefix>=NNNNN);
+    (in, out, rejected).
 
     accept returns a reason to reject an otherwise well-formed example (e.g. a language not trained), or None.
     """
@@ -109,5 +124,16 @@ def read_sources(
                 continue
             emit(item)
             rows_out += 1
-        rejected += run.write_rejects(stage, f"file={i:05d}", rejects)
+        rejected += run.write_rejects(stage, f"{unit_prefix}={i:05d}", rejects)
     return rows_in, rows_out, rejected
+
+
+def held_out_indices(n: int, eval_examples: int, eval_ratio: float, seed: int) -> np.ndarray:
+    """Sorted indices of the pairs held out for evaluation: eval_examples of them (else round(eval_ratio * n)),
+    drawn with default_rng([seed, HOLD_OUT_STREAM]) (a stream apart from the epoch orders [seed, epoch])."""
+    k = eval_examples or (max(1, int(round(eval_ratio * n))) if eval_ratio > 0 else 0)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    if k >= n:
+        raise ValueError(f"cannot hold out {k} of {n} pairs for evaluation and train on the rest")
+    return np.sort(np.random.default_rng([seed, HOLD_OUT_STREAM]).choice(n, size=k, replace=False)).astype(np.int64)

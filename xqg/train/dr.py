@@ -1,7 +1,11 @@
 """train_dr: contrastive fine-tuning of the bi-encoder on Ray Train (Tevatron's recipe, as in the paper).
 
 Each query is scored (dot product) against its positive, its hard negatives and every other passage of the
-batch (of every worker's batch with train_dr.gather_negatives). Per epoch and example a seeded RNG
+global batch: with train_dr.gather_negatives (the default) the passages of every worker's part are gathered, so
+the loss of a global batch (train_dr.batch_size queries x train_n_passages passages: the paper's 128 x 8, each
+query against 1,024 passages, as Tevatron on one GPU) does not depend on how many workers share it. Passages
+are tokenized in train_dr.passage_format (default Tevatron's "title text" as one segment), recorded in
+models/dr/xqg_dr.json for the encode stage. Per epoch and example a seeded RNG
 (default_rng([seed, epoch, example])) picks one positive and train_n_passages - 1 hard negatives without
 replacement; an example with fewer negatives uses all it has (the loss takes a variable-size passage block, so
 nothing is padded or repeated), one with none is trained against in-batch negatives only.
@@ -118,8 +122,12 @@ class DRTask:
             "p_ids": p["input_ids"], "p_mask": p["attention_mask"],
             "pos_index": torch.tensor(pos_index), "q_keys": torch.tensor(q_keys), "p_keys": torch.tensor(p_keys),
         }
-        if "token_type_ids" in q and "token_type_ids" in p:  # BERT-style models: segment ids of the pair
-            batch["q_types"], batch["p_types"] = q["token_type_ids"], p["token_type_ids"]
+        # Segment ids only where the tokenizer made them for a pair (title_text_pair); one-segment inputs get
+        # none, as in Tevatron (the model's default, all zeros).
+        if "token_type_ids" in q:
+            batch["q_types"] = q["token_type_ids"]
+        if "token_type_ids" in p:
+            batch["p_types"] = p["token_type_ids"]
         return batch
 
     def compute_loss(self, model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, Any]:
@@ -230,20 +238,28 @@ def prepare_dr_data(config: Config, run: RunDir, has_checkpoints: bool) -> Prepa
     return PreparedData(run.path(rel), rows_in, rows_out, rejected, extra)
 
 
-def run_train_dr(config: Config) -> StageSummary:
-    """Train the bi-encoder on Ray Train (resuming from checkpoints); save <run>/models/dr; mark done."""
+def dr_task_args(config: Config, model_path: str) -> dict[str, Any]:
+    """DRTask's settings from the config (besides data_uri, model_path, trust_remote_code, run_uri)."""
     from xqg.models.encoder import dr_meta
 
     cfg = config.train_dr
+    base = cfg.model if isinstance(cfg.model, str) else model_path
+    return {
+        "pooling": cfg.pooling, "shared": cfg.shared_encoder, "q_max_len": config.q_max_len,
+        "p_max_len": config.p_max_len, "n_passages": cfg.train_n_passages, "temperature": cfg.temperature,
+        "gather": cfg.gather_negatives, "seed": cfg.seed,
+        "meta": dr_meta(
+            cfg.pooling, cfg.shared_encoder, config.q_max_len, config.p_max_len, base, cfg.passage_format
+        ),
+    }
+
+
+def run_train_dr(config: Config) -> StageSummary:
+    """Train the bi-encoder on Ray Train (resuming from checkpoints); save <run>/models/dr; mark done."""
+    cfg = config.train_dr
 
     def task_args(model_path: str) -> dict[str, Any]:
-        base = cfg.model if isinstance(cfg.model, str) else model_path
-        return {
-            "pooling": cfg.pooling, "shared": cfg.shared_encoder, "q_max_len": config.q_max_len,
-            "p_max_len": config.p_max_len, "n_passages": cfg.train_n_passages, "temperature": cfg.temperature,
-            "gather": cfg.gather_negatives, "seed": cfg.seed,
-            "meta": dr_meta(cfg.pooling, cfg.shared_encoder, config.q_max_len, config.p_max_len, base),
-        }
+        return dr_task_args(config, model_path)
 
     def upstream(runner: StageRunner) -> dict[str, Any]:
         if not cfg.xqg_pairs.enabled:

@@ -1,12 +1,14 @@
 """Driver side of both trainings: one function runs a training from its spec, on Ray Train.
 
 run_training: skip a finished training whose inputs did not change (the stage runner decides), prepare the data once (the training's own
-prepare_data), resolve the base model, fit on Ray Train (resuming from the newest checkpoint), copy the final
-checkpoint's model to <run>/models/<name>, mark it done.
+prepare_data), resolve the base model, fit on Ray Train (resuming from the newest checkpoint), copy the model of
+the final checkpoint (or, for a training with an eval set, of the checkpoint with the lowest eval loss) to
+<run>/models/<name>, mark it done with the step and eval loss of the checkpoint it came from.
 
 fit: TorchTrainer with ScalingConfig(num_workers, use_gpu, 1 CPU per worker), RunConfig(storage_path=<run>/train,
-name=<name>, FailureConfig(max_failures), CheckpointConfig(num_to_keep=2)); the Train V2 controller actor takes
-0 CPUs, so 2 CPU workers fit a 2-CPU machine.
+name=<name>, FailureConfig(max_failures), CheckpointConfig(num_to_keep=2; with an eval set scored by eval_loss,
+lowest first, so Ray keeps the best two and always the latest)); the Train V2 controller actor takes 0 CPUs, so
+2 CPU workers fit a 2-CPU machine.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import posixpath
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from xqg.config import Config
@@ -28,7 +30,7 @@ from xqg.runner import StageRunner, Unit
 from xqg.stamp import content_stamp
 from xqg.summary import StageSummary
 from xqg.train.checkpoints import (
-    KEEP_CHECKPOINTS, checkpoint_names, clean_experiment, latest_checkpoint, prune_checkpoints,
+    KEEP_CHECKPOINTS, checkpoint_names, clean_experiment, latest_checkpoint, prune_checkpoints, read_valid_state,
 )
 from xqg.train.data import PreparedData
 from xqg.train.metrics import MetricsLog, metrics_rel, summarize_metrics
@@ -36,6 +38,13 @@ from xqg.train.readers import example_texts
 from xqg.train.worker import LoopSettings, train_worker
 
 log = logging.getLogger(__name__)
+
+
+# Settings that change how a training runs, not the model it ends with (files count by content instead).
+RUN_ONLY = frozenset({
+    "model", "train_files", "eval_files", "num_workers", "use_gpu", "checkpoint_every_steps", "max_failures",
+    "log_every_steps", "fail_at_step",
+})
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class TrainingSpec:
       ones (data_uri, model_path, trust_remote_code, run_uri) are added by run_training.
     fp16_ok: whether autocast may fall back to fp16 where bf16 is not supported.
     upstream(runner): fingerprints of other stages' units the training data is made from (e.g. xQG pairs).
+    run_only: section settings left out of the model's fingerprint (default RUN_ONLY); e.g. a training that keeps
+      its best checkpoint by eval loss counts checkpoint_every_steps.
     """
 
     stage: str
@@ -60,16 +71,23 @@ class TrainingSpec:
     task_args: Callable[[str], dict[str, Any]]
     fp16_ok: bool
     upstream: Callable[[StageRunner], dict[str, Any]] | None = None
+    run_only: frozenset[str] = RUN_ONLY
 
 
 @dataclass
 class FitOutcome:
-    """What the driver learns from a finished training."""
+    """What the driver learns from a finished training.
+
+    checkpoint/state: the final checkpoint; model_checkpoint/model_state: the one whose model is kept (the final
+    one, or the one with the lowest eval loss).
+    """
 
     checkpoint: str
     state: dict[str, Any]
     seconds: float
     metrics: list[dict[str, Any]]
+    model_checkpoint: str = ""
+    model_state: dict[str, Any] = field(default_factory=dict)
 
 
 def experiment_uri(run: RunDir, name: str) -> str:
@@ -85,14 +103,18 @@ def fit(
     num_workers: int,
     use_gpu: bool | None,
     max_failures: int,
+    best_by_eval: bool = False,
 ) -> FitOutcome:
-    """Run the training on Ray Train (resuming from the newest checkpoint); return the final checkpoint."""
+    """Run the training on Ray Train (resuming from the newest checkpoint); return the final checkpoint and the one
+    whose model is kept (best_by_eval: the lowest eval loss, the earliest of equals)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from xqg.units import cluster_gpus
 
     gpu = cluster_gpus() > 0 if use_gpu is None else use_gpu
+    # best_by_eval: Ray keeps the checkpoints with the lowest eval loss (and always the latest)
+    scoring = {"checkpoint_score_attribute": "eval_loss", "checkpoint_score_order": "min"} if best_by_eval else {}
     storage, name = posixpath.split(settings.experiment_uri)
     clean_experiment(settings.experiment_uri)
     start = time.perf_counter()
@@ -107,7 +129,7 @@ def fit(
             name=name,
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS, **scoring),
         ),
     )
     trainer.fit()
@@ -115,9 +137,29 @@ def fit(
     found = latest_checkpoint(settings.experiment_uri)
     if found is None or not found[1].get("finished"):
         raise RuntimeError(f"{settings.stage}: training ended without a final checkpoint in {settings.experiment_uri}")
-    prune_checkpoints(settings.experiment_uri, keep=KEEP_CHECKPOINTS)
+    model_name, model_state = found
+    if best_by_eval:
+        model_name, model_state = best_checkpoint(settings.experiment_uri, found[1])
+    prune_checkpoints(settings.experiment_uri, keep=KEEP_CHECKPOINTS, keep_also=model_name)
     rows = MetricsLog(settings.run_uri, metrics_rel(settings.stage)).read()
-    return FitOutcome(posixpath.join(settings.experiment_uri, found[0]), found[1], seconds, rows)
+    return FitOutcome(
+        posixpath.join(settings.experiment_uri, found[0]), found[1], seconds, rows,
+        model_checkpoint=posixpath.join(settings.experiment_uri, model_name), model_state=model_state,
+    )
+
+
+def best_checkpoint(experiment_uri: str, final_state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(name, state) of the checkpoint with the lowest eval loss, as the workers recorded it in the final state."""
+    name = final_state.get("best_checkpoint")
+    if not name:
+        raise RuntimeError(f"the final checkpoint in {experiment_uri} records no evaluated checkpoint")
+    state = read_valid_state(experiment_uri, name)
+    if state is None:
+        raise RuntimeError(
+            f"the best checkpoint {name} (eval loss {final_state.get('best_eval_loss')}) is missing or incomplete "
+            f"in {experiment_uri}"
+        )
+    return name, state
 
 
 def copy_model(checkpoint_uri: str, run: RunDir, rel: str) -> None:
@@ -135,11 +177,6 @@ def copy_model(checkpoint_uri: str, run: RunDir, rel: str) -> None:
     run.fs.move(run.path(tmp), run.path(rel))
 
 
-# Settings that change how a training runs, not the model it ends with.
-RUN_ONLY = frozenset({
-    "model", "train_files", "num_workers", "use_gpu", "checkpoint_every_steps", "max_failures", "log_every_steps",
-    "fail_at_step",
-})
 FINGERPRINT_FILE = "xqg_fingerprint.json"
 
 
@@ -148,11 +185,15 @@ def model_unit(runner: StageRunner, spec: TrainingSpec, model_path: str) -> Unit
     from xqg.models.fingerprint import model_fingerprint
 
     cfg = spec.section
-    files = [content_stamp(f) if os.path.exists(f) else f for f in cfg.train_files]  # hub datasets by name
+
+    def stamps(paths: list[str]) -> list[Any]:
+        return [content_stamp(f) if os.path.exists(f) else f for f in paths]  # hub datasets by name
+
     task = {k: v for k, v in spec.task_args(model_path).items() if k != "meta"}
     inputs = {
-        "base_model": model_fingerprint(model_path, runner.run), "train_files": files,
-        "settings": cfg.model_dump(mode="json", exclude=set(RUN_ONLY)), "task": task,
+        "base_model": model_fingerprint(model_path, runner.run), "train_files": stamps(cfg.train_files),
+        **({"eval_files": stamps(cfg.eval_files)} if getattr(cfg, "eval_files", None) else {}),
+        "settings": cfg.model_dump(mode="json", exclude=set(spec.run_only)), "task": task,
         **(spec.upstream(runner) if spec.upstream else {}),
     }
     return Unit("model", inputs)
@@ -199,19 +240,32 @@ def run_training(config: Config, spec: TrainingSpec) -> StageSummary:
         global_batch=cfg.batch_size, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed,
         checkpoint_every_steps=cfg.checkpoint_every_steps, log_every_steps=cfg.log_every_steps,
         precision=cfg.precision, fp16_ok=spec.fp16_ok, fail_at_step=cfg.fail_at_step,
+        max_steps=getattr(cfg, "max_steps", None),
     )
     task_args = {
         "data_uri": data.uri, "model_path": model_path, "trust_remote_code": cfg.trust_remote_code,
-        "run_uri": run.worker_uri, **spec.task_args(model_path),
+        "run_uri": run.worker_uri, **({"eval_uri": data.eval_uri} if data.eval_uri else {}),
+        **spec.task_args(model_path),
     }
+    best_by_eval = data.eval_uri is not None
     outcome = fit(spec.task, task_args, settings, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                  max_failures=cfg.max_failures)
-    copy_model(outcome.checkpoint, run, model_rel)
+                  max_failures=cfg.max_failures, best_by_eval=best_by_eval)
+    copy_model(outcome.model_checkpoint, run, model_rel)
     extra = {
         **data.extra, "steps": int(outcome.state["global_step"]), "epochs": cfg.epochs,
+        **({"max_steps": settings.max_steps} if settings.max_steps is not None else {}),
         "world_size": int(outcome.state["world_size"]), "train_seconds": round(float(outcome.state["train_seconds"]), 1),
+        "examples_seen": int(outcome.state.get("examples_seen", 0)),
         **summarize_metrics(outcome.metrics, settings.driver_id), "model": run.path(model_rel),
     }
+    if best_by_eval:  # the kept model: its step and eval loss, beside the final step's
+        extra.update({
+            "model_step": int(outcome.model_state["global_step"]),
+            "model_eval_loss": round(float(outcome.model_state["eval_loss"]), 6),
+            "model_checkpoint": posixpath.basename(outcome.model_checkpoint),
+            "final_eval_loss": round(float(outcome.state["eval_loss"]), 6),
+            "selected_by": "lowest eval loss",
+        })
     runner.finish(unit, rows_in=data.rows_in, rows_out=data.rows_out, rejected=data.rejected, **extra)
     runner.summary.extra.update(extra)
     return runner.close()

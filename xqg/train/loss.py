@@ -1,5 +1,7 @@
 """Contrastive loss of the bi-encoder: each query against its positive, its hard negatives and every other
-passage of the batch (optionally of every worker's batch), as cross-entropy over dot-product scores.
+passage of the global batch (gather=True, train_dr.gather_negatives' default: the passages of every worker's part,
+as Tevatron's one-GPU training of the paper; else only the worker's own part), as cross-entropy over dot-product
+scores.
 
 Passages of a batch form one block; each query names the index of its positive in that block, so examples may
 bring any number of hard negatives (the xQG pairs bring none and are trained with in-batch negatives only).
@@ -24,7 +26,8 @@ def contrastive_loss(
     p_keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of q[i] against all of p with target pos_index[i]; same-docid copies masked."""
-    scores = (q @ p.T).float() / temperature
+    scores = q @ p.T
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32)) / temperature  # fp16/bf16 -> float32
     if q_pos_keys is not None and p_keys is not None:
         same = q_pos_keys[:, None] == p_keys[None, :]
         same[torch.arange(len(pos_index), device=same.device), pos_index] = False

@@ -1,10 +1,23 @@
-"""Training-data readers: Tevatron JSONL, DPR JSON arrays and hub datasets, with malformed rows as rejects.
+"""Training-data readers: Tevatron JSONL, DPR JSON arrays, SQuAD-style gold paragraphs and hub datasets, with
+malformed rows as rejects.
 
-Formats (detected per row, so a file may use either):
+Formats (detected per file, and per row within JSON lines, so a file may mix Tevatron and DPR rows):
 - Tevatron JSONL (XOR-TyDi / NQ training sets): {query_id, query, positive_passages, negative_passages},
   passages {docid, title, text}; optional "lang" / "language".
 - DPR JSON (one JSON array, streamed element by element, never loaded whole): {question, positive_ctxs,
   hard_negative_ctxs}, contexts {title, text, passage_id | psg_id | id}.
+- gp_squad: XOR-TyDi's gold-paragraph data (gp_squad_train_data.json / gp_squad_dev_data.json, the files DSI-QG
+  trains its query generator on), SQuAD's layout: {"data": [{"title", "paragraphs": [{"context", "qas": [{"id",
+  "question", "answers", "lang"}]}]}]}. Recognised by its head (a JSON object whose "data" array comes first,
+  after scalar keys such as "version"), and streamed element by element; a one-line SQuAD object with other keys
+  first is read as a JSON-lines row and expanded the same way. Every qa is one row: its question with the
+  paragraph's context as the one positive passage (id: the content id), no negatives. The language is the qa's
+  "lang" / "language" (XOR-TyDi has "lang"), else the paragraph's or the data element's, else an id prefix
+  ("ja-123", "japanese-123"); XOR-TyDi ids are bare numbers, so a qa without any of these has no language (the
+  trainings reject it with that reason). Titles carrying XOR's "_parentSection" suffix are cut as DSI-QG does
+  (title[6:index of "_parentSection"]). Duplicate question ids are removed as DSI-QG does: the first is kept,
+  every later one is a reject "duplicate question id" (DSI-QG keeps the first of a shuffled order; here it is
+  the file's order, so a rerun keeps the same pairs).
 - A hub dataset: "hub:<name>" or "hub:<name>:<split>" (or a bare "owner/name" that is not a local path);
   needs the optional `datasets` package and a reachable hub.
 
@@ -27,7 +40,7 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from xqg.languages import normalise_code
+from xqg.languages import LANGUAGE_NAMES, normalise_code
 
 PASSAGE_TYPE = pa.struct([("docid", pa.string()), ("title", pa.string()), ("text", pa.string())])
 EXAMPLE_SCHEMA = pa.schema(
@@ -220,27 +233,74 @@ def iter_json_array(f: TextIO, chunk_chars: int = 1 << 20) -> Iterator[Any]:
         yield obj
 
 
+# A JSON object whose "data" array comes first (after scalar keys such as "version"): SQuAD's layout.
+_SQUAD_HEAD = re.compile(
+    r'\s*\{\s*(?:"(?:[^"\\]|\\.)*"\s*:\s*(?:"(?:[^"\\]|\\.)*"|[-+0-9.eE]+|true|false|null)\s*,\s*)*"data"\s*:\s*(?=\[)'
+)
+_HEAD_CHARS = 1 << 16
+
+
+def _peek(f: TextIO, head: str, n: int = _HEAD_CHARS) -> str:
+    """head extended with more of the stream until it has n characters or the stream ends."""
+    while len(head) < n:
+        chunk = f.read(n - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _is_squad(row: Any) -> bool:
+    """A whole SQuAD-layout object (gp_squad) read as one JSON-lines row."""
+    return isinstance(row, dict) and isinstance(row.get("data"), list) and not (
+        "query" in row or "question" in row or "positive_passages" in row or "positive_ctxs" in row
+    )
+
+
 def iter_rows(source: str) -> Iterator[tuple[str, Any, str | None]]:
-    """(default key, parsed row or None, raw text) for every row of a training source; None = invalid JSON."""
+    """(default key, parsed row or None, raw text) for every row of a Tevatron / DPR / hub source; None = invalid JSON.
+
+    gp_squad files are not rows of this kind: read_training_file reads them (each qa is a row there).
+    """
+    for key, row, raw, _ in _iter_file(source):
+        yield key, row, raw
+
+
+def _iter_file(source: str) -> Iterator[tuple[str, Any, str | None, str]]:
+    """(key, row, raw, format) where format is "row" (Tevatron / DPR / hub) or "gp_squad" (a SQuAD data element)."""
     hub = hub_name(source)
     if hub is not None:
-        yield from _iter_hub_rows(*hub)
+        for key, row, raw in _iter_hub_rows(*hub):
+            yield key, row, raw, "row"
         return
     base = posixpath.basename(source.rstrip("/"))
     with open_text(source) as f:
         first, head = _first_char(f)
+        if first == "{":
+            head = _peek(f, head).lstrip("\ufeff")
+            m = _SQUAD_HEAD.match(head)
+            if m:  # gp_squad: stream the elements of "data"; whatever follows the array (e.g. "version") is ignored
+                for i, obj in enumerate(iter_json_array(_Prefixed(head[m.end():], f))):  # type: ignore[arg-type]
+                    yield f"{base}#data[{i}]", obj, None, "gp_squad"
+                return
         stream = _Prefixed(head, f)
         if first == "[":
             for i, obj in enumerate(iter_json_array(stream)):  # type: ignore[arg-type]
-                yield f"{base}#{i}", obj, None
+                yield f"{base}#{i}", obj, None, "row"
             return
         for n, line in enumerate(stream, start=1):
             if not line.strip():
                 continue
             try:
-                yield f"{base}:{n}", json.loads(line), line
+                row = json.loads(line)
             except json.JSONDecodeError:
-                yield f"{base}:{n}", None, line
+                yield f"{base}:{n}", None, line, "row"
+                continue
+            if _is_squad(row):  # a one-line SQuAD object whose "data" is not its first key
+                for i, obj in enumerate(row["data"]):
+                    yield f"{base}:{n}#data[{i}]", obj, None, "gp_squad"
+                continue
+            yield f"{base}:{n}", row, line, "row"
 
 
 def _iter_hub_rows(name: str, split: str) -> Iterator[tuple[str, Any, str | None]]:
@@ -284,18 +344,23 @@ def _passages(value: Any) -> list[Passage]:
     return [p for p in (parse_passage(v) for v in value) if p is not None]
 
 
+_NAME_CODES = {name.lower(): code for code, name in LANGUAGE_NAMES.items()}  # "japanese-123" (TyDi QA's ids)
+
+
 def row_language(row: dict[str, Any], query_id: str) -> tuple[str | None, str | None]:
-    """(language code, error) from "lang", else "language", else a query_id prefix such as "ja-123" / "ja_123"."""
+    """(language code, error) from "lang", else "language", else a query_id prefix ("ja-123", "ja_1", "japanese-1")."""
     for k in ("lang", "language"):
         if row.get(k) not in (None, ""):
             try:
                 return normalise_code(row[k]), None
             except ValueError as e:
                 return None, str(e)
-    m = re.match(r"^([A-Za-z]{2,3})[-_:]", query_id)
+    m = re.match(r"^([A-Za-z]+)[-_:]", query_id)
     if m:
+        prefix = m.group(1).lower()
+        code = _NAME_CODES.get(prefix, prefix)
         try:
-            return normalise_code(m.group(1)), None
+            return normalise_code(code), None
         except ValueError:
             pass
     return None, "no language: no lang/language field and the query_id has no language prefix"
@@ -327,10 +392,83 @@ def parse_row(row: Any, key: str, raw: str | None) -> TrainExample | Reject:
     return TrainExample(query_id, query, lang, positives, _passages(row.get(neg_key)), lang_error=lang_error)
 
 
+GP_SECTION_MARK = "_parentSection"
+DUPLICATE_ID = "duplicate question id"
+
+
+def gp_title(title: Any) -> str:
+    """A gp_squad title for the prompt: XOR's "<6 chars><title>_parentSection..." cut as DSI-QG does, else as is."""
+    t = title.strip() if isinstance(title, str) else ""
+    cut = t.find(GP_SECTION_MARK)
+    if cut > 6:
+        t = t[6:cut]
+    return " ".join(t.split())
+
+
+def _gp_raw(title: Any, context: Any, obj: Any) -> str:
+    return json.dumps({"title": title, "context": context, "item": obj}, ensure_ascii=False, default=str)
+
+
+def parse_gp_element(item: Any, key: str, seen: set[str]) -> Iterator[TrainExample | Reject]:
+    """Every qa of one gp_squad data element as an example or a reject; `seen` holds the file's question ids so far.
+
+    An element (or paragraph) with no qa at all is one reject, so the rows of a file are its qas plus those.
+    """
+    if not isinstance(item, dict):
+        yield Reject(key, "not a JSON object", json.dumps(item, ensure_ascii=False, default=str))
+        return
+    raw_title = item.get("title")
+    title = gp_title(raw_title)
+    paragraphs = item.get("paragraphs")
+    if not isinstance(paragraphs, list) or not paragraphs:
+        yield Reject(key, "gp_squad data element without paragraphs", _gp_raw(raw_title, None, item))
+        return
+    for j, para in enumerate(paragraphs):
+        pkey = f"{key}.paragraphs[{j}]"
+        if not isinstance(para, dict):
+            yield Reject(pkey, "not a JSON object", _gp_raw(raw_title, None, para))
+            continue
+        context, qas = para.get("context"), para.get("qas")
+        if not isinstance(qas, list) or not qas:
+            yield Reject(pkey, "gp_squad paragraph without questions (qas)", _gp_raw(raw_title, context, para))
+            continue
+        passage = parse_passage({"title": title, "text": context})
+        for k, qa in enumerate(qas):
+            yield _gp_example(qa, f"{pkey}.qas[{k}]", passage, (para, item), seen, raw_title, context)
+
+
+def _gp_example(
+    qa: Any, key: str, passage: Passage | None, outer: tuple[dict[str, Any], ...], seen: set[str],
+    raw_title: Any, context: Any,
+) -> TrainExample | Reject:
+    raw = _gp_raw(raw_title, context, qa)
+    if not isinstance(qa, dict):
+        return Reject(key, "not a JSON object", raw)
+    qid = qa.get("id")
+    query_id = str(qid) if qid not in (None, "") else key
+    if qid not in (None, ""):
+        if query_id in seen:  # DSI-QG: `if qid not in qid_set`, the first one kept
+            return Reject(query_id, DUPLICATE_ID, raw)
+        seen.add(query_id)
+    question = qa.get("question")
+    question = " ".join(question.split()) if isinstance(question, str) else ""
+    if not question:
+        return Reject(query_id, "empty query", raw)
+    if passage is None:
+        return Reject(query_id, "no positive passage", raw)
+    has_lang = [d for d in (qa, *outer) if any(d.get(k) not in (None, "") for k in ("lang", "language"))]
+    lang, lang_error = row_language(has_lang[0] if has_lang else qa, query_id)
+    return TrainExample(query_id, question, lang, [passage], [], lang_error=lang_error)
+
+
 def read_training_file(source: str) -> Iterator[TrainExample | Reject]:
-    """Every row of one training source as an example or a reject."""
-    for key, row, raw in iter_rows(source):
-        yield parse_row(row, key, raw)
+    """Every row of one training source as an example or a reject (a gp_squad file: every qa)."""
+    seen: set[str] = set()  # gp_squad question ids of this file: later duplicates are rejects
+    for key, row, raw, fmt in _iter_file(source):
+        if fmt == "gp_squad":
+            yield from parse_gp_element(row, key, seen)
+        else:
+            yield parse_row(row, key, raw)
 
 
 def example_texts(sources: Iterable[str]) -> Iterator[str]:

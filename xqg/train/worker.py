@@ -6,13 +6,20 @@ the model. This module owns everything else:
 - the data order of xqg.train.order (the data position is (epoch, step in epoch), whatever the world size);
 - AdamW, linear warm-up then linear decay to 0, gradient clipping at 1.0 (HF Trainer's default), autocast
   bf16/fp16 on GPU (fp16 with a GradScaler);
-- a checkpoint (xqg.train.checkpoints) every `checkpoint_every_steps` optimizer steps and at the end of every
-  epoch through ray.train.report(checkpoint=..., checkpoint_dir_name="step=NNNNNNNN");
+- the length of the training: `epochs` passes, or exactly `max_steps` optimizer steps when it is set (epochs
+  repeat as needed; the learning-rate schedule spans max_steps);
+- a checkpoint (xqg.train.checkpoints) every `checkpoint_every_steps` optimizer steps, at the last step and (without
+  max_steps) at the end of every epoch, through ray.train.report(checkpoint=..., checkpoint_dir_name="step=NNNNNNNN");
+- evaluation, for a task with evaluation pairs (num_eval_examples() > 0): at every checkpoint the eval loss
+  (summed target-token cross-entropy over the whole eval set / its target tokens; every rank takes its
+  np.array_split part, the sums are all-reduced, so the value does not depend on the batch size and every rank
+  sees the same one); the checkpoint's state and Ray's metrics carry it, the state also the best checkpoint so
+  far (lowest eval loss, the earliest of equals), which survives a resume;
 - resume: the newest of ray.train.get_checkpoint() (Ray Train V2 restores its checkpoint list from
   <storage>/<name>/checkpoint_manager_snapshot.json on a rerun with the same RunConfig(storage_path, name), and
   hands the latest one to restarted workers after a worker failure) and a scan of the step=* folders (covers a
   driver killed between a checkpoint upload and Ray's snapshot write);
-- the metrics log (xqg.train.metrics), written by rank 0;
+- the metrics log (xqg.train.metrics), written by rank 0 (an "eval" line per evaluation);
 - fault injection for tests (`fail_at_step`): the last rank hard-exits (os._exit) once at that step; a sentinel
   file in the experiment folder keeps the retry from failing again.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import posixpath
 import shutil
@@ -61,6 +69,7 @@ class LoopSettings:
     fp16_ok: bool = True
     fail_at_step: int | None = None
     weight_decay: float = 0.0
+    max_steps: int | None = None
     driver_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -78,6 +87,16 @@ class Task(Protocol):
     def compute_loss(self, model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, Any]: ...
 
     def save_model(self, model: Any, out_dir: str) -> None: ...
+
+
+class EvalTask(Task, Protocol):
+    """A task with evaluation pairs (optional: the loop evaluates when a task has these methods)."""
+
+    def num_eval_examples(self) -> int: ...
+
+    def make_eval_batch(self, indices: np.ndarray) -> dict[str, Any]: ...
+
+    def eval_loss_sum(self, model: Any, batch: dict[str, Any], device: Any) -> tuple[float, int]: ...
 
 
 def load_task(path: str, args: dict[str, Any]) -> Task:
@@ -142,6 +161,37 @@ def _mean_over_ranks(value: float, device: Any) -> float:
     return float(t.item()) / dist.get_world_size()
 
 
+def num_eval_examples(task: Any) -> int:
+    """Evaluation pairs of a task (0 for a task without evaluation)."""
+    return int(task.num_eval_examples()) if hasattr(task, "num_eval_examples") else 0
+
+
+def evaluate(task: Any, model: Any, device: Any, dtype: Any, rank: int, world: int, batch_size: int) -> float:
+    """Eval loss over the whole eval set: summed target-token cross-entropy / target tokens, across ranks."""
+    import torch
+    import torch.distributed as dist
+
+    mine = np.array_split(np.arange(num_eval_examples(task)), world)[rank]
+    loss_sum, tokens = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(mine), batch_size):
+                batch = task.make_eval_batch(mine[i : i + batch_size])
+                amp = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+                with amp:
+                    part, count = task.eval_loss_sum(model, batch, device)
+                loss_sum, tokens = loss_sum + float(part), tokens + int(count)
+    finally:
+        model.train(was_training)
+    if dist.is_initialized():
+        t = torch.tensor([loss_sum, float(tokens)], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        loss_sum, tokens = float(t[0]), int(round(float(t[1])))
+    return loss_sum / max(tokens, 1)
+
+
 def _say(message: str) -> None:
     """A progress line on the worker's real stdout (Ray forwards it to the driver once; Train's patched
     print would tee it to a logger as well and show it twice)."""
@@ -176,8 +226,10 @@ def train_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(s.seed * 1000 + rank)
     task = load_task(config["task"], config["task_args"])
     n = task.num_examples()
+    n_eval = num_eval_examples(task)
     spe = steps_per_epoch(n, s.global_batch, world)
-    total = spe * s.epochs
+    total = s.max_steps if s.max_steps is not None else spe * s.epochs
+    epochs_shown = s.epochs if s.max_steps is None else math.ceil(total / spe)
 
     ckpt, state = _resume_point(s)
     start_step = int(state.get("global_step", 0))
@@ -212,6 +264,8 @@ def train_worker(config: dict[str, Any]) -> None:
     epoch_loss, epoch_steps = float(state.get("epoch_loss_sum", 0.0)), int(state.get("epoch_steps", 0))
     elapsed0 = float(state.get("train_seconds", 0.0))
     examples_seen = int(state.get("examples_seen", 0))
+    # the best checkpoint so far by eval loss (carried by every checkpoint's state, so it survives a resume)
+    best: dict[str, Any] = {k: state[k] for k in ("best_step", "best_eval_loss", "best_checkpoint") if k in state}
     if state and int(state.get("world_size", world)) != world:
         _say(f"[{s.stage}] resuming a checkpoint of {state['world_size']} workers on {world}")
 
@@ -221,18 +275,37 @@ def train_worker(config: dict[str, Any]) -> None:
         metrics.append({
             "event": "start", "step": start_step, "epoch": epoch, "step_in_epoch": step_in_epoch,
             "world_size": world, "total_steps": total, "steps_per_epoch": spe, "examples": n,
-            "driver_id": s.driver_id, "time": time.time(),
+            "eval_examples": n_eval, "max_steps": s.max_steps, "driver_id": s.driver_id, "time": time.time(),
         })
         what = f"resuming at step {start_step}" if start_step else "starting"
-        _say(f"[{s.stage}] {what} of {total} ({s.epochs} epochs x {spe} steps, {n} examples, {world} workers)")
+        length = f"{s.epochs} epochs x {spe} steps" if s.max_steps is None else f"max_steps, {spe} steps per epoch"
+        evals = f", {n_eval} eval examples" if n_eval else ""
+        _say(f"[{s.stage}] {what} of {total} ({length}, {n} examples{evals}, {world} workers)")
+
+    def run_eval(step: int, ep: int) -> float:
+        """The eval loss at this step (every rank gets the same value); updates `best`; rank 0 logs it."""
+        value = evaluate(task, model, device, dtype, rank, world, max(1, math.ceil(s.global_batch / world)))
+        if "best_eval_loss" not in best or value < float(best["best_eval_loss"]):
+            best.update(best_step=step, best_eval_loss=value, best_checkpoint=checkpoint_name(step))
+        if metrics is not None:
+            metrics.append({
+                "event": "eval", "step": step, "epoch": ep, "eval_loss": value, "examples": n_eval,
+                "best_step": best["best_step"], "best_eval_loss": best["best_eval_loss"], "time": time.time(),
+            })
+            _say(f"[{s.stage}] step {step}/{total} eval loss {value:.4f} (best {best['best_eval_loss']:.4f} "
+                 f"at step {best['best_step']})")
+        return value
 
     def save_checkpoint(step: int, ep: int, sie: int, loss: float, e_loss: float, e_steps: int) -> None:
+        eval_loss = run_eval(step, ep) if n_eval else None
         st = {
             "global_step": step, "epoch": ep, "step_in_epoch": sie, "world_size": world, "total_steps": total,
             "steps_per_epoch": spe, "epoch_loss_sum": e_loss, "epoch_steps": e_steps,
             "train_seconds": elapsed0 + (time.perf_counter() - t_start), "examples_seen": examples_seen,
             "finished": step >= total, "loss": loss, "seed": s.seed, "time": time.time(),
+            **({"eval_loss": eval_loss, **best} if eval_loss is not None else {}),
         }
+        report = {"step": step, "loss": loss, **({"eval_loss": eval_loss} if eval_loss is not None else {})}
         name = checkpoint_name(step)
         if rank == 0:
             tmp = tempfile.mkdtemp(prefix=f"xqg-{s.name}-ckpt-")
@@ -244,15 +317,14 @@ def train_worker(config: dict[str, Any]) -> None:
                     torch.save(scaler.state_dict(), os.path.join(tmp, "scaler.pt"))
                 write_state(tmp, st)
                 ray.train.report(
-                    {"step": step, "loss": loss}, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                    checkpoint_dir_name=name,
+                    report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name,
                 )
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             assert metrics is not None
             metrics.append({"event": "checkpoint", "step": step, "epoch": ep, "name": name, "time": time.time()})
         else:
-            ray.train.report({"step": step, "loss": loss}, checkpoint=None, checkpoint_dir_name=name)
+            ray.train.report(report, checkpoint=None, checkpoint_dir_name=name)
 
     t_start = time.perf_counter()
     global_step = start_step
@@ -260,7 +332,8 @@ def train_worker(config: dict[str, Any]) -> None:
     last_loss = float(state.get("loss", float("nan")))
     pool = ThreadPoolExecutor(max_workers=1)  # tokenizes the next batch while this one trains
     try:
-        for ep in range(epoch, s.epochs):
+        ep = epoch
+        while global_step < total:  # epochs (repeating as needed under max_steps) until the last step
             order = epoch_order(n, s.seed, ep)
             first = step_in_epoch if ep == epoch else 0
             if ep != epoch:
@@ -270,7 +343,7 @@ def train_worker(config: dict[str, Any]) -> None:
             for step in range(first, spe):
                 assert nxt is not None
                 batch = nxt.result()
-                if step + 1 < spe:
+                if step + 1 < spe and global_step + 1 < total:
                     nxt = pool.submit(
                         task.make_batch, local_indices(order, step + 1, s.global_batch, rank, world), ep
                     )
@@ -300,7 +373,8 @@ def train_worker(config: dict[str, Any]) -> None:
                 last_loss = step_loss
                 win_loss, win_steps, win_examples = win_loss + step_loss, win_steps + 1, win_examples + g_examples
                 end_of_epoch = step == spe - 1
-                if rank == 0 and (global_step % s.log_every_steps == 0 or end_of_epoch or global_step == total):
+                last = global_step >= total
+                if rank == 0 and (global_step % s.log_every_steps == 0 or end_of_epoch or last):
                     dt = max(time.perf_counter() - win_t, 1e-9)
                     row = {
                         "event": "step", "step": global_step, "epoch": ep, "loss": win_loss / win_steps,
@@ -310,7 +384,7 @@ def train_worker(config: dict[str, Any]) -> None:
                     assert metrics is not None
                     metrics.append(row)
                     _say(
-                        f"[{s.stage}] step {global_step}/{total} epoch {ep + 1}/{s.epochs} loss {row['loss']:.4f} "
+                        f"[{s.stage}] step {global_step}/{total} epoch {ep + 1}/{epochs_shown} loss {row['loss']:.4f} "
                         f"lr {row['lr']:.2e} {row['steps_per_s']:.2f} steps/s {row['examples_per_s']:.1f} examples/s"
                     )
                     win_loss, win_steps, win_examples, win_t = 0.0, 0, 0, time.perf_counter()
@@ -320,11 +394,15 @@ def train_worker(config: dict[str, Any]) -> None:
                         "event": "epoch", "step": global_step, "epoch": ep, "mean_loss": epoch_loss / epoch_steps,
                         "steps": epoch_steps, "time": time.time(),
                     })
-                if global_step % s.checkpoint_every_steps == 0 or end_of_epoch:
+                # Under max_steps, no extra checkpoint per epoch: the data position inside an epoch resumes as well.
+                if global_step % s.checkpoint_every_steps == 0 or last or (end_of_epoch and s.max_steps is None):
                     if end_of_epoch:  # the resumed run starts a fresh epoch
                         save_checkpoint(global_step, ep + 1, 0, last_loss, 0.0, 0)
                     else:
                         save_checkpoint(global_step, ep, step + 1, last_loss, epoch_loss, epoch_steps)
+                if last:
+                    break
+            ep += 1
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     if dist.is_initialized():

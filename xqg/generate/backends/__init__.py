@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from xqg.generate.backends.base import BackendUnavailable, GeneratorBackend, SamplingSettings
+from xqg.generate.backends.base import BackendUnavailable, GeneratorBackend, SamplingSettings, float16_refusal
 
 if TYPE_CHECKING:
     from xqg.config import GenerateConfig
@@ -33,6 +33,10 @@ def make_backend(name: str, model_path: str, sampling: SamplingSettings, **kwarg
 
 def prepare_backend(gen: GenerateConfig, run: RunDir, model_path: str, use_gpu: bool) -> dict[str, Any]:
     """Driver-side preparation of gen.backend before any actor starts -> extra actor constructor kwargs."""
+    # The config check guessed the family from names; here a local model folder's config.json says it.
+    refusal = float16_refusal(model_path, gen.compute_type)
+    if refusal:
+        raise ValueError(refusal)
     return backend_class(gen.backend).prepare(gen, run, model_path, use_gpu)
 
 

@@ -16,6 +16,11 @@ if TYPE_CHECKING:  # config imports the backends to validate them: importing con
 FLOAT_TYPES = ("float16", "bfloat16", "float32")
 # Hub names of encoder-decoder families, for guessing at config time without the network.
 _ENCODER_DECODER_NAME = re.compile(r"(^|[/_-])(m?t5|mt0|byt5|umt5|flan-t5|bart|mbart|pegasus|marian|opus-mt|nllb|m2m100)", re.I)
+# T5-family hub names (t5, mt5, umt5, byt5, flan-t5, mt0, long-t5) and config.json model types.
+_T5_FAMILY_NAME = re.compile(r"(^|[/_.-])(u?m?t5|byt5|mt0|long-?t5)(?=$|[/_.-])", re.I)
+_T5_MODEL_TYPES = {"t5", "mt5", "umt5", "byt5", "longt5"}
+# Compute types whose activations are float16: T5-family models overflow in them (inf, then NaN or garbage).
+FLOAT16_COMPUTE_TYPES = ("float16", "int8_float16")
 
 
 class BackendUnavailable(RuntimeError):
@@ -29,9 +34,9 @@ class SamplingSettings:
     num_queries: int = 5
     top_k: int = 10
     temperature: float = 1.0
-    max_new_tokens: int = 64
+    max_new_tokens: int = 32
     min_new_tokens: int = 0  # > 0 only in benchmarks, to make every backend decode the same number of tokens
-    max_input_len: int = 512
+    max_input_len: int = 256
 
     @classmethod
     def from_config(cls, gen: Any) -> SamplingSettings:
@@ -63,6 +68,65 @@ def guess_encoder_decoder(model: object) -> bool:
     if (Path(name) / "config.json").is_file():
         return model_is_encoder_decoder(name)
     return bool(_ENCODER_DECODER_NAME.search(name))
+
+
+def is_t5_family(model: object) -> bool:
+    """Whether a generator is a T5-family model (mT5, T5, umT5, ByT5, mT0, Flan-T5), without the network.
+
+    A scratch spec, a local folder's config.json model_type, or else the hub name (`google/mt5-base`,
+    `ielabgroup/xor-tydi-docTquery-mt5-base`, `bigscience/mt0-base`, ...).
+    """
+    if model is None:
+        return False
+    scratch = getattr(model, "scratch", None)
+    if scratch is not None:
+        return scratch == "mt5"
+    name = str(model)
+    cfg = Path(name) / "config.json"
+    if cfg.is_file():
+        try:
+            model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
+        except (OSError, ValueError):
+            model_type = ""
+        if model_type:
+            return str(model_type).lower() in _T5_MODEL_TYPES
+    return bool(_T5_FAMILY_NAME.search(name))
+
+
+def float16_message(model: object, compute_type: str) -> str:
+    """The reason a T5-family generator cannot run in a float16 compute type, and what to use instead."""
+    name = getattr(model, "scratch", None) or model
+    return (
+        f"generate.compute_type {compute_type!r} cannot run the T5-family generator {name}: mT5/T5 activations "
+        "overflow float16 (inf, then NaN or empty queries; mT5 is trained in bfloat16). Use 'bfloat16' or "
+        "'int8_bfloat16' (GPUs from Ampere on), 'float32', 'int8' / 'int8_float32', or 'auto' (bfloat16 on a "
+        "bf16-capable GPU, else float32; int8 / float32 on CPU)."
+    )
+
+
+def float16_refusal(model: object, compute_type: str) -> str | None:
+    """Why compute_type cannot run this generator (a T5-family model in float16), or None when it can."""
+    if compute_type in FLOAT16_COMPUTE_TYPES and is_t5_family(model):
+        return float16_message(model, compute_type)
+    return None
+
+
+def t5_safe_compute_type(compute_type: str, device: str, bf16_ok: bool) -> str:
+    """The compute type a T5-family generator runs in on this device (the caller knows it is T5-family).
+
+    On GPU, 'auto' would pick float16 (torch) or int8_float16 (CTranslate2), and 'default' the saved weights'
+    type (float16 for some checkpoints): both become bfloat16 where the GPU has it, else float32. 'int8'
+    becomes int8_bfloat16 / int8_float32 (its float part must not be float16), and 'int16' (no CUDA kernels:
+    CTranslate2 would fall back to float16) bfloat16 / float32. CPU types and explicit float types are kept:
+    the config and prepare_backend refuse float16 for a T5-family generator, and benchmarks may time it.
+    """
+    if not device.startswith("cuda"):
+        return compute_type
+    if compute_type in ("auto", "default", "int16"):
+        return "bfloat16" if bf16_ok else "float32"
+    if compute_type == "int8":
+        return "int8_bfloat16" if bf16_ok else "int8_float32"
+    return compute_type
 
 
 def float_compute_type(compute_type: str) -> str:
@@ -111,6 +175,15 @@ class GeneratorBackend(ABC):
     @classmethod
     def validate_config(cls, generate_model: object, trained_model: object) -> None:
         """Config-time check that this backend can run the generator; ValueError with the reason if not."""
+
+    @classmethod
+    def validate_compute_type(cls, model: object, compute_type: str) -> None:
+        """Config-time check of generate.compute_type for the generator `model` (generate.model, or when that is
+        None the train_qg.model the run's generator is built from): a T5-family model in float16 or int8_float16
+        is a ValueError saying why (it overflows). Every backend: the rule is about the model, not the engine."""
+        refusal = float16_refusal(model, compute_type)
+        if refusal:
+            raise ValueError(refusal)
 
     @classmethod
     def prepare(cls, gen: GenerateConfig, run: RunDir, model_path: str, use_gpu: bool) -> dict[str, Any]:

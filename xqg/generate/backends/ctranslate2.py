@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from xqg.generate.backends.base import BackendUnavailable, GeneratorBackend, SamplingSettings
+from xqg.generate.backends.base import (
+    BackendUnavailable, GeneratorBackend, SamplingSettings, is_t5_family, t5_safe_compute_type,
+)
 
 if TYPE_CHECKING:
     from xqg.config import GenerateConfig
@@ -29,6 +31,8 @@ class CT2Backend(GeneratorBackend):
         except ImportError as e:  # pragma: no cover - a declared dependency
             raise BackendUnavailable("generate.backend 'ctranslate2' needs the ctranslate2 package") from e
         self._ct2 = ctranslate2
+        if is_t5_family(model_path):  # CTranslate2's 'auto' on GPU is int8_float16: mT5 overflows in it
+            self.compute_type = t5_safe_compute_type(self.compute_type, self.device, self._bf16_ok())
         if ct2_path is None:
             raise ValueError("the ctranslate2 backend needs ct2_path (CT2Backend.prepare or xqg.generate.convert)")
         self.ct2_path = ct2_path
@@ -49,6 +53,15 @@ class CT2Backend(GeneratorBackend):
 
         ct2_path = prepared.get("ct2_path")
         return {**prepared, "ct2_path": localize(ct2_path, run)} if ct2_path else prepared
+
+    def _bf16_ok(self) -> bool:
+        """Whether this actor's GPU runs bfloat16 in CTranslate2 (compute capability 8 and up)."""
+        if not self.device.startswith("cuda"):
+            return False
+        try:
+            return "bfloat16" in self._ct2.get_supported_compute_types("cuda", 0)
+        except (RuntimeError, ValueError):  # pragma: no cover - no CUDA driver
+            return False
 
     def _load(self) -> Any:
         """A Translator (encoder-decoder) or Generator (decoder-only) on this actor's device."""

@@ -6,7 +6,9 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
-from xqg.generate.backends.base import GeneratorBackend, SamplingSettings, float_compute_type
+from xqg.generate.backends.base import (
+    GeneratorBackend, SamplingSettings, float16_message, float_compute_type, is_t5_family, t5_safe_compute_type,
+)
 from xqg.generate.prompts import stable_seed
 
 if TYPE_CHECKING:
@@ -15,17 +17,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def torch_dtype(compute_type: str, device: str) -> Any:
-    """bf16 (else fp16) on GPU and fp32 on CPU for 'auto'; an explicit float type as asked."""
+def torch_dtype(compute_type: str, device: str, model: object = None) -> Any:
+    """'auto' on GPU: bf16, else fp16 (fp32 for a T5-family `model`: it overflows in fp16); fp32 on CPU.
+
+    An explicit float type as asked (the config refuses float16 for a T5-family generator; benchmarks may
+    still time it, with a warning).
+    """
     import torch
 
     explicit = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    t5_family = is_t5_family(model)
+    if t5_family and compute_type == "float16":
+        log.warning("%s", float16_message(model, compute_type))
     if compute_type in explicit:
         return explicit[compute_type]
     if compute_type not in ("auto", "default"):
         log.warning("compute_type %r is a CTranslate2 type; the hf backend uses 'auto' instead", compute_type)
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        bf16 = torch.cuda.is_bf16_supported()
+        if t5_family:
+            return explicit[t5_safe_compute_type("auto", device, bf16)]
+        return torch.bfloat16 if bf16 else torch.float16
     return torch.float32
 
 
@@ -42,7 +54,7 @@ class HFBackend(GeneratorBackend):
         if self.threads:
             torch.set_num_threads(self.threads)
         cls = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
-        self.dtype = torch_dtype(self.compute_type, self.device)
+        self.dtype = torch_dtype(self.compute_type, self.device, model_path)
         self.model = cls.from_pretrained(model_path, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
         self.model.to(self.device).eval()
         gen = copy.deepcopy(self.model.generation_config)
