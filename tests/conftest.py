@@ -46,6 +46,16 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_decoder_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny randomly initialised Llama causal LM with the demo SentencePiece vocabulary (decoder-only generator)."""
+    from xqg.config import ScratchModel
+    from xqg.models.tiny import build_scratch
+
+    out = tmp_path_factory.mktemp("models") / "tiny-llama"
+    return str(build_scratch(ScratchModel(scratch="llama", vocab_size=2000), demo_texts(), out))
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole session (2 CPUs, like the CI machine)."""
     import ray

@@ -25,9 +25,12 @@ class Strict(BaseModel):
 
 
 class ScratchModel(Strict):
-    """A tiny model built from scratch offline: tokenizer trained on run text, random weights."""
+    """A tiny model built from scratch offline: tokenizer trained on run text, random weights.
 
-    scratch: Literal["mt5", "bert"]
+    mt5: a seq2seq generator; bert: a bi-encoder; llama: a decoder-only (causal LM) generator.
+    """
+
+    scratch: Literal["mt5", "bert", "llama"]
     vocab_size: int = Field(4000, ge=100)
     d_model: int = Field(64, ge=8)
     num_layers: int = Field(2, ge=1)

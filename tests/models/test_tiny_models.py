@@ -58,3 +58,20 @@ def test_resolve_builds_a_scratch_spec_once(tmp_path: Path) -> None:
     assert path == scratch_dir(run, spec) and (Path(path) / "config.json").exists()
     assert resolve_model(spec, run, texts) == path and calls == [1]
     assert resolve_model("bert-base-multilingual-cased", run, texts) == "bert-base-multilingual-cased"
+
+
+def test_tiny_llama_is_a_causal_lm_whose_prompts_start_with_bos_and_do_not_end_with_eos(tiny_decoder_dir: str) -> None:
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_decoder_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_decoder_dir).eval()
+    assert isinstance(model, LlamaForCausalLM) and not model.config.is_encoder_decoder
+    assert model.config.vocab_size == len(tok) and model.config.eos_token_id == tok.eos_token_id
+    questions = [json.loads(line)["question"] for line in (DEMO / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
+    ids = tok(questions).input_ids
+    assert all(row[0] == tok.bos_token_id and row[-1] != tok.eos_token_id for row in ids)
+    assert all(tok.unk_token_id not in row for row in ids)  # the demo vocabulary, every script covered
+    assert tok.decode(ids[0], skip_special_tokens=True) == questions[0]
+    batch = tok(["Generate a Finnish question for this passage: a b c"], return_tensors="pt")
+    out = model.generate(**batch, do_sample=True, top_k=10, num_return_sequences=3, max_new_tokens=6)
+    assert out.shape[0] == 3 and out.shape[1] <= batch["input_ids"].shape[1] + 6

@@ -1,4 +1,4 @@
-"""Tiny real models built from scratch offline: a SentencePiece mT5 and a WordPiece BERT."""
+"""Tiny real models built from scratch offline: a SentencePiece mT5, a WordPiece BERT, a Llama decoder."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from xqg.config import ScratchModel
+
+# Decoder-only (causal LM) architectures a scratch spec may name: the vLLM route's generators. (Not qwen2: transformers
+# would load its tokenizer as Qwen2's byte-level BPE class, which mangles this SentencePiece vocabulary.)
+DECODERS = ("llama",)
 
 
 def _write_lines(texts: Iterable[str], path: Path) -> tuple[int, int]:
@@ -53,27 +58,33 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, vocab_size: i
     return out / "spiece.model"
 
 
-def build_mt5(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) -> Path:
-    """Build a tiny randomly initialised MT5ForConditionalGeneration + tokenizer, saved with save_pretrained."""
+def sentencepiece_tokenizer(spec: ScratchModel, texts: Iterable[str], out: Path) -> Any:
+    """A T5Tokenizer over a unigram SentencePiece model trained on texts (its files kept in out/_spm)."""
     import sentencepiece as spm
-    import torch
-    from transformers import MT5Config, MT5ForConditionalGeneration, T5Tokenizer
-
-    out = Path(out_dir)
-    model_file = train_sentencepiece(texts, out / "_spm", spec.vocab_size)
     from sentencepiece import sentencepiece_model_pb2
+    from transformers import T5Tokenizer
 
+    model_file = train_sentencepiece(texts, out / "_spm", spec.vocab_size)
     sp = spm.SentencePieceProcessor(model_file=str(model_file))
     vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(model_file.read_bytes())
     # The NFKC rules SentencePiece trained with must also run in the fast tokenizer (e.g. full-width ？ -> ?).
-    tokenizer = T5Tokenizer(
+    return T5Tokenizer(
         vocab=vocab,
         extra_ids=0,
         model_max_length=spec.max_length,
         _spm_precompiled_charsmap=proto.normalizer_spec.precompiled_charsmap,
     )
+
+
+def build_mt5(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) -> Path:
+    """Build a tiny randomly initialised MT5ForConditionalGeneration + tokenizer, saved with save_pretrained."""
+    import torch
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    out = Path(out_dir)
+    tokenizer = sentencepiece_tokenizer(spec, texts, out)
     torch.manual_seed(spec.seed)
     config = MT5Config(
         vocab_size=len(tokenizer),
@@ -90,6 +101,56 @@ def build_mt5(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) -> 
     )
     model = MT5ForConditionalGeneration(config)
     model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
+    _save(model, tokenizer, out)
+    return out
+
+
+BOS = "<s>"
+
+
+def decoder_tokenizer(spec: ScratchModel, texts: Iterable[str], out: Path) -> Any:
+    """The demo SentencePiece vocabulary as a decoder-only tokenizer: "<s>" prepended, no EOS appended (as Llama's).
+
+    Generation continues the prompt, so the prompt must not end with EOS; training appends EOS to the target.
+    """
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    t5 = sentencepiece_tokenizer(spec, texts, out)
+    backend = t5.backend_tokenizer
+    backend.add_special_tokens([BOS])
+    bos_id = backend.token_to_id(BOS)
+    backend.post_processor = TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, bos_id)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=BOS, eos_token=t5.eos_token, unk_token=t5.unk_token,
+        pad_token=t5.pad_token, model_max_length=spec.max_length,
+    )
+
+
+def build_decoder(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) -> Path:
+    """Build a tiny randomly initialised Llama causal LM (the real architecture) + the demo tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = decoder_tokenizer(spec, texts, out)
+    torch.manual_seed(spec.seed)
+    head_dim = max(spec.d_model // spec.num_heads, 4)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=head_dim * spec.num_heads,
+        intermediate_size=spec.d_ff,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        head_dim=head_dim,
+        max_position_embeddings=spec.max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
     _save(model, tokenizer, out)
     return out
 
@@ -153,4 +214,6 @@ def build_scratch(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path)
     """Build the from-scratch model a spec describes into out_dir."""
     if spec.scratch == "mt5":
         return build_mt5(spec, texts, out_dir)
+    if spec.scratch in DECODERS:
+        return build_decoder(spec, texts, out_dir)
     return build_bert(spec, texts, out_dir)
