@@ -1,4 +1,4 @@
-"""train_qg: fine-tune the cross-lingual query generator (mT5) on (English passage -> question in L) pairs.
+"""train_qg: fine-tune the query generator (mT5 or a decoder-only LM) on (English passage -> question in L) pairs.
 
 Pairs come from the same training files as train_dr (an example's first positive passage, its query and the
 query's language: "lang", else "language", else a query_id prefix such as "ja-...") or from XOR-TyDi's
@@ -15,6 +15,12 @@ gold-paragraph dev file), or eval_examples / eval_ratio of the training pairs he
 trained on). The eval loss (token-mean cross-entropy over the whole eval set) is computed at every checkpoint,
 and the checkpoint with the lowest one is the model saved, with its step and eval loss in the marker.
 The model and tokenizer are saved with save_pretrained to <run>/models/qg/, where generation picks them up.
+
+The model's config decides the kind of training: an encoder-decoder (mT5) reads the prompt and is trained on the
+question as its decoder's target; a decoder-only (causal) LM (Llama, Qwen2, ...: the vLLM route) reads one
+sequence, prompt tokens (as the generation stage tokenizes them: the same template, special tokens included, no
+chat template) + question tokens + EOS, with the prompt masked out of the loss (labels -100): it learns to
+continue a prompt with a question and stop. The loop, checkpoints and resume are the same for both.
 """
 
 from __future__ import annotations
@@ -55,6 +61,41 @@ def format_prompt(template: str, lang: str, title: str, text: str, max_input_len
     return build_prompt(template, lang, title, text, max_chars=max_input_len * CHARS_PER_TOKEN_BOUND)
 
 
+def is_encoder_decoder(model_path: str, trust_remote_code: bool) -> bool:
+    """Whether the model's config says encoder-decoder (mT5) rather than decoder-only (a causal LM)."""
+    from transformers import AutoConfig
+
+    return bool(AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code).is_encoder_decoder)
+
+
+def causal_batch(
+    tokenizer: Any, prompts: list[str], queries: list[str], max_input_len: int, max_target_len: int,
+) -> dict[str, Any]:
+    """A decoder-only training batch: prompt + question + EOS per row (right-padded), loss on question and EOS only.
+
+    The prompt is tokenized as the generation stage tokenizes it (special tokens added, cut to max_input_len), so
+    the model learns to continue exactly what it will be given; the question gets max_target_len - 1 tokens + EOS.
+    """
+    import torch
+
+    prompt_ids = tokenizer(prompts, truncation=True, max_length=max_input_len)["input_ids"]
+    query_ids = tokenizer(
+        queries, add_special_tokens=False, truncation=True, max_length=max_target_len - 1
+    )["input_ids"]
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    rows = [(list(p), list(q) + [eos]) for p, q in zip(prompt_ids, query_ids)]
+    width = max(len(p) + len(t) for p, t in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (p, t) in enumerate(rows):
+        input_ids[i, :len(p) + len(t)] = torch.tensor(p + t)
+        attention_mask[i, :len(p) + len(t)] = 1
+        labels[i, len(p):len(p) + len(t)] = torch.tensor(t)  # the prompt is masked out of the loss
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
 class QGTask:
     """Batches, model and loss of the generator training (built inside each Ray Train worker)."""
 
@@ -81,6 +122,9 @@ class QGTask:
         self.max_input_len, self.max_target_len = max_input_len, max_target_len
         self.trust_remote_code = trust_remote_code
         self.find_unused_parameters = False
+        self.encoder_decoder = is_encoder_decoder(model_path, trust_remote_code)
+        if not self.encoder_decoder and self.tokenizer.eos_token_id is None:
+            raise ValueError(f"train_qg: the decoder-only model {model_path} has no EOS token to end questions with")
 
     def num_examples(self) -> int:
         """Training pairs."""
@@ -91,16 +135,18 @@ class QGTask:
         return 0 if self.eval_table is None else self.eval_table.num_rows
 
     def build_model(self, checkpoint_model_dir: str | None) -> Any:
-        """The base seq2seq model, or the checkpoint's weights on resume."""
-        from transformers import AutoModelForSeq2SeqLM
+        """The base seq2seq or causal LM, or the checkpoint's weights on resume."""
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-        return AutoModelForSeq2SeqLM.from_pretrained(
-            checkpoint_model_dir or self.model_path, trust_remote_code=self.trust_remote_code
-        )
+        cls = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
+        return cls.from_pretrained(checkpoint_model_dir or self.model_path, trust_remote_code=self.trust_remote_code)
 
     def _encode(self, table: pa.Table, indices: np.ndarray) -> dict[str, Any]:
         rows = table.take(pa.array(indices, type=pa.int64())).to_pylist()
         prompts = [format_prompt(self.template, r["lang"], r["title"], r["text"], self.max_input_len) for r in rows]
+        if not self.encoder_decoder:
+            queries = [r["query"] for r in rows]
+            return causal_batch(self.tokenizer, prompts, queries, self.max_input_len, self.max_target_len)
         enc = self.tokenizer(prompts, truncation=True, max_length=self.max_input_len, padding=True, return_tensors="pt")
         tgt = self.tokenizer(
             [r["query"] for r in rows], truncation=True, max_length=self.max_target_len, padding=True, return_tensors="pt"
@@ -128,8 +174,11 @@ class QGTask:
 
         labels = batch["labels"].to(device)
         out = model(**{k: v.to(device) for k, v in batch.items()})
+        logits = out.logits
+        if not self.encoder_decoder:  # a causal LM's logits at t predict the token at t + 1
+            logits, labels = logits[:, :-1], labels[:, 1:]
         loss = F.cross_entropy(
-            out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
         )
         return float(loss.item()), int((labels != -100).sum().item())
 
