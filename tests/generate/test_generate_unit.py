@@ -257,3 +257,82 @@ def test_ctranslate2_returns_samples_sorted_by_score_and_the_unit_stores_them_in
     again = generate_unit(ct2, table([(r["docid"], r["title"], r["text"]) for r in rows]), lang="ar", shard=0,
                           template=PAPER, seed=1, batch_size=16)
     assert again.table.equals(res.table)
+
+
+# --- issue 16: per-row deterministic generation ------------------------------------------------------------
+
+
+class FirstBatchFails(GeneratorBackend):
+    """The real backend, except that its first multi-row batch fails: those rows are retried one by one."""
+
+    name = "first-batch-fails"
+
+    def __init__(self, inner: GeneratorBackend) -> None:  # noqa: D107 - wraps, loads nothing
+        self.inner, self.sampling, self.tokenizer = inner, inner.sampling, inner.tokenizer
+        self.encoder_decoder, self.failed = inner.encoder_decoder, False
+
+    def tokenize(self, prompts, truncate=True):
+        return self.inner.tokenize(prompts, truncate)
+
+    def begin_unit(self, seed):
+        self.inner.begin_unit(seed)
+
+    def generate(self, token_ids, seeds):
+        if len(token_ids) > 1 and not self.failed:
+            self.failed = True
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return self.inner.generate(token_ids, seeds)
+
+
+@pytest.mark.parametrize("model", ["seq2seq", "causal"])
+def test_hf_gives_a_passage_the_same_queries_whatever_the_batching_or_retry_path(
+    model, tiny_mt5_dir, tiny_decoder_dir, demo_passage_rows,
+):
+    path = tiny_mt5_dir if model == "seq2seq" else tiny_decoder_dir
+    b = make_backend("hf", path, SamplingSettings(num_queries=3, max_new_tokens=6, max_input_len=48), threads=1)
+    rows = table([(r["docid"], r["title"], r["text"]) for r in demo_passage_rows[:10]])
+
+    def run(backend: GeneratorBackend = b, **kw):
+        return generate_unit(backend, rows, lang="te", shard=0, template=PAPER, seed=9, **kw)
+
+    reference = run(batch_size=8).table
+    queries = reference.column("queries").to_pylist()
+    assert len({tuple(q) for q in queries}) >= 5 and any(x for q in queries for x in q), "samples must differ by row"
+    assert run(batch_size=1).table.equals(reference)
+    assert run(batch_size=3, chunk_rows=4).table.equals(reference)
+    retried = FirstBatchFails(b)
+    res = run(retried, batch_size=8)
+    assert retried.failed and res.batches_failed == 1 and res.table.equals(reference)
+    # a passage's queries are its own: generated among other passages or alone, the same
+    alone = generate_unit(b, rows.slice(4, 1), lang="te", shard=5, template=PAPER, seed=9, batch_size=8).table
+    assert alone.column("queries").to_pylist() == reference.column("queries").to_pylist()[4:5]
+    other_seed = generate_unit(b, rows, lang="te", shard=0, template=PAPER, seed=10, batch_size=8).table
+    assert other_seed.column("queries").to_pylist() != reference.column("queries").to_pylist()
+
+
+def test_row_sampler_draws_top_k_with_temperature_from_each_rows_own_stream():
+    import torch
+
+    from xqg.generate.backends.hf import RowSampler
+
+    vocab, k = 50, 5
+    logits = torch.randn(1, vocab, generator=torch.Generator().manual_seed(0)).repeat(2, 1)
+    sampler = RowSampler([1, 2], 1, top_k=k, temperature=0.5, max_steps=4000)
+    top = set(logits[0].topk(k).indices.tolist())
+    counts = torch.zeros(vocab)
+    picks = []
+    for step in range(4000):
+        out = sampler(torch.zeros(2, 3 + step, dtype=torch.long), logits)
+        assert ((out == 0).sum(-1) == 1).all() and torch.isinf(out).sum() == 2 * (vocab - 1)
+        tok = out.argmax(-1)
+        picks.append(tok.tolist())
+        counts[tok[0]] += 1
+    assert set(counts.nonzero().flatten().tolist()) <= top  # only top-k tokens
+    want = torch.softmax(logits[0] / 0.5, -1)[sorted(top)]
+    want = want / want.sum()
+    got = counts[sorted(top)] / 4000
+    assert torch.allclose(got, want, atol=0.03), (got, want)  # the top-k softmax at that temperature
+    assert [p[0] for p in picks] != [p[1] for p in picks]  # same logits, other row seed: other draws
+    again = RowSampler([1, 2], 1, top_k=k, temperature=0.5, max_steps=4000)
+    replay = [again(torch.zeros(2, 3 + s, dtype=torch.long), logits).argmax(-1).tolist() for s in range(50)]
+    assert replay == picks[:50]

@@ -20,6 +20,11 @@ class CT2Backend(GeneratorBackend):
     global seed; reseeding later has no effect. So each unit sets the seed and, if the model has sampled
     before, loads a fresh model (new worker threads): a unit's queries then do not depend on which units
     the actor ran earlier.
+
+    Deterministic per unit, not per row: CTranslate2 (4.x) takes no per-request seed, and a batch's rows draw
+    from one stream, so a passage's queries also depend on batch_size, chunking and a retry alone after a failed
+    batch. Redoing a unit with the same settings gives the same queries; use hf (per-row streams) or vllm
+    (per-request seeds) where a passage's queries must not depend on how it was batched.
     """
 
     name = "ctranslate2"

@@ -16,6 +16,55 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How the hf backend draws its samples; part of every generate unit's fingerprint, so a change redoes old units.
+# per-row-v1: each of a row's n samples has its own random stream, seeded from the row's seed (see RowSampler).
+SAMPLER = "per-row-v1"
+
+
+def sample_seed(row_seed: int, j: int) -> int:
+    """The seed of sample j of a row: depends on the row's seed (seed, language, docid) and j only."""
+    return stable_seed(row_seed, "sample", j)
+
+
+class RowSampler:
+    """A transformers logits processor that samples top-k / temperature itself, each sequence from its own stream.
+
+    transformers draws every sequence of a batch from one global torch generator, so a row's samples would depend
+    on the other rows of its batch (batch_size, length sorting, chunking, a retry alone). Here sequence b (sample
+    j of row i, as generate's num_return_sequences expansion orders them) draws step t's uniform from its own
+    pre-drawn stream, picks a token by inverse CDF over the top-k softmax, and returns logits that allow only that
+    token: generate's own multinomial then has a single choice. Put last, after generate's processors (e.g.
+    min_new_tokens), with generate's own top_k / temperature / top_p off.
+    """
+
+    def __init__(self, seeds: list[int], n: int, top_k: int, temperature: float, max_steps: int) -> None:
+        import torch
+
+        self.top_k, self.temperature = top_k, temperature
+        streams = []
+        for seed in seeds:
+            for j in range(n):
+                g = torch.Generator().manual_seed(sample_seed(seed, j) & 0x7FFFFFFFFFFFFFFF)
+                streams.append(torch.rand(max_steps, generator=g, dtype=torch.float64))
+        self.uniforms = torch.stack(streams)  # (rows * n, steps), on the CPU: the same numbers on every device
+        self.start: int | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        step = input_ids.shape[1] - self.start
+        u = self.uniforms[:, min(step, self.uniforms.shape[1] - 1)].to(scores.device)
+        scaled = scores.float() / self.temperature
+        k = scaled.shape[-1] if self.top_k <= 0 else min(self.top_k, scaled.shape[-1])
+        values, indices = scaled.topk(k, dim=-1)  # sorted, best first
+        cdf = torch.softmax(values, dim=-1).double().cumsum(-1)
+        pick = (cdf < u[:, None] * cdf[:, -1:]).sum(-1).clamp(max=k - 1)
+        tokens = indices.gather(1, pick[:, None])
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, tokens, 0.0)
+
 
 def torch_dtype(compute_type: str, device: str, model: object = None) -> Any:
     """'auto' on GPU: bf16, else fp16 (fp32 for a T5-family `model`: it overflows in fp16); fp32 on CPU.
@@ -42,7 +91,12 @@ def torch_dtype(compute_type: str, device: str, model: object = None) -> Any:
 
 
 class HFBackend(GeneratorBackend):
-    """transformers generate with top-k sampling and num_return_sequences=n, seeded per batch."""
+    """transformers generate with top-k sampling and num_return_sequences=n, each sample from its own seeded stream.
+
+    Per-row deterministic: a row's queries depend on its seed (seed, language, docid) and the model only, not on
+    batch_size, chunking or a retry alone after a failed batch (up to float rounding of a padded batch, which can
+    move a draw that falls exactly on a probability boundary).
+    """
 
     name = "hf"
 
@@ -59,8 +113,10 @@ class HFBackend(GeneratorBackend):
         self.model.to(self.device).eval()
         gen = copy.deepcopy(self.model.generation_config)
         # Paper: top-k sampling only; a model's own defaults (top_p, repetition penalty, max_length) must not leak in.
+        # RowSampler applies top_k and temperature itself: generate's own warpers stay off.
         gen.update(
-            do_sample=True, top_k=sampling.top_k, top_p=1.0, temperature=sampling.temperature,
+            do_sample=True, top_k=0, top_p=1.0, temperature=1.0, min_p=None, typical_p=1.0, epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
             num_beams=1, num_return_sequences=sampling.num_queries, max_new_tokens=sampling.max_new_tokens,
             min_new_tokens=sampling.min_new_tokens or None, max_length=None, repetition_penalty=1.0,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -70,17 +126,21 @@ class HFBackend(GeneratorBackend):
     @classmethod
     def output_params(cls, gen: GenerateConfig) -> dict[str, Any]:
         """Backend and the float type asked for (CTranslate2-only types run as 'auto', see torch_dtype)."""
-        return {"backend": cls.name, "compute_type": float_compute_type(gen.compute_type)}
+        return {"backend": cls.name, "compute_type": float_compute_type(gen.compute_type), "sampler": SAMPLER}
 
     def generate(self, token_ids: list[list[int]], seeds: list[int]) -> list[list[str]]:
-        """One generate call for the batch, seeded from the batch's row seeds."""
+        """One generate call for the batch; each row's samples drawn from streams seeded by its own seed."""
         import torch
+        from transformers import LogitsProcessorList
 
-        n = self.sampling.num_queries
+        s = self.sampling
+        n = s.num_queries
         batch = self.tokenizer.pad({"input_ids": token_ids}, return_tensors="pt").to(self.device)
-        torch.manual_seed(stable_seed(*seeds))
+        sampler = RowSampler(seeds, n, s.top_k, s.temperature, s.max_new_tokens)
         with torch.inference_mode():
-            out = self.model.generate(**batch, generation_config=self.generation_config)
+            out = self.model.generate(
+                **batch, generation_config=self.generation_config, logits_processor=LogitsProcessorList([sampler])
+            )
         if not self.encoder_decoder:
             out = out[:, batch["input_ids"].shape[1]:]  # left padding: every prompt ends at the same column
         texts = self.decode(out.tolist())
