@@ -185,9 +185,11 @@ def test_output_params_name_what_changes_the_text():
     int8, fp16 = GenerateConfig(compute_type="int8"), GenerateConfig(compute_type="float16")
     assert backend_class("ctranslate2").output_params(int8) == {"backend": "ctranslate2", "compute_type": "int8"}
     # hf and vllm run CTranslate2-only types as 'auto': the same text as asking for 'auto'
-    for name in ("hf", "vllm"):
-        assert backend_class(name).output_params(int8) == {"backend": name, "compute_type": "auto"}
-        assert backend_class(name).output_params(fp16) == {"backend": name, "compute_type": "float16"}
+    assert backend_class("vllm").output_params(int8) == {"backend": "vllm", "compute_type": "auto"}
+    assert backend_class("vllm").output_params(fp16) == {"backend": "vllm", "compute_type": "float16"}
+    # hf names its sampling scheme: units generated with the older per-batch seeding are stale, redone
+    assert backend_class("hf").output_params(int8) == {"backend": "hf", "compute_type": "auto", "sampler": "per-row-v1"}
+    assert backend_class("hf").output_params(fp16)["compute_type"] == "float16"
 
 
 def test_config_asks_the_chosen_backend_to_validate(monkeypatch):
@@ -198,3 +200,39 @@ def test_config_asks_the_chosen_backend_to_validate(monkeypatch):
     with pytest.raises(ConfigError, match="refused some/model"):
         load_config(None, ["generate.backend=hf", "generate.model=some/model"])
     assert load_config(None, ["generate.backend=ctranslate2", "generate.model=some/model"])
+
+
+# ---- the vLLM route without vllm: what the backend asks of vLLM, built in plain Python -----------------------
+
+
+def test_vllm_requests_are_the_stage_token_ids_with_each_rows_seed_and_the_papers_sampling(tiny_decoder_dir):
+    from transformers import AutoTokenizer
+
+    from xqg.generate.backends.vllm import engine_kwargs, sampling_kwargs, token_prompts
+
+    s = SamplingSettings(num_queries=5, top_k=10, temperature=0.7, max_new_tokens=32, max_input_len=256)
+    assert sampling_kwargs(s, 2**40 + 9) == dict(n=5, top_k=10, top_p=1.0, temperature=0.7, max_tokens=32, seed=9)
+    assert sampling_kwargs(SamplingSettings(top_k=0, min_new_tokens=4), 3) | {"seed": 0} == dict(
+        n=5, top_k=-1, top_p=1.0, temperature=1.0, max_tokens=32, min_tokens=4, seed=0)
+    tok = AutoTokenizer.from_pretrained(tiny_decoder_dir)
+    ids = [list(x) for x in tok(PROMPTS[:2])["input_ids"]]
+    assert token_prompts(ids) == [{"prompt_token_ids": ids[0]}, {"prompt_token_ids": ids[1]}]
+    assert ids[0][0] == tok.bos_token_id and ids[0][-1] != tok.eos_token_id  # a decoder continues its prompt
+    engine = engine_kwargs(tiny_decoder_dir, s, "int8", trust_remote_code=False)
+    assert engine == dict(model=tiny_decoder_dir, tokenizer=tiny_decoder_dir, dtype="auto", seed=0,
+                          trust_remote_code=False, max_model_len=256 + 32 + 8)
+    assert engine_kwargs(tiny_decoder_dir, s, "bfloat16", True)["dtype"] == "bfloat16"
+
+
+def test_vllm_generation_refuses_to_start_on_a_cluster_without_gpus(
+    ray_local, tiny_decoder_dir, make_corpus_run, demo_passage_rows,
+):
+    from xqg.generate.stage import run_generate
+
+    run = make_corpus_run(demo_passage_rows[:4], num_shards=1)
+    config = load_config(None, [f"run_dir={run.uri}", "generate.backend=vllm", f"generate.model={tiny_decoder_dir}",
+                                "languages=[ja]"])
+    assert config.generate.backend == "vllm"  # a decoder-only generator: the config accepts it
+    with pytest.raises(ValueError, match="'vllm' needs GPUs and this Ray cluster has none; use 'ctranslate2' or 'hf'"):
+        run_generate(config)
+    assert not run.done_units("generate") and not run.exists("generated")

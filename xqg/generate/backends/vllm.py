@@ -46,6 +46,35 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def sampling_kwargs(sampling: SamplingSettings, seed: int) -> dict[str, Any]:
+    """vllm.SamplingParams arguments of one request: n samples, top-k only (0 = off: -1), the row's own seed.
+
+    The seed is cut to 31 bits (vLLM keeps it in a C int); top_p stays 1 so a model's own defaults cannot leak in.
+    """
+    kwargs: dict[str, Any] = dict(
+        n=sampling.num_queries, top_k=sampling.top_k if sampling.top_k > 0 else -1, top_p=1.0,
+        temperature=sampling.temperature, max_tokens=sampling.max_new_tokens, seed=seed & 0x7FFFFFFF,
+    )
+    if sampling.min_new_tokens:
+        kwargs["min_tokens"] = sampling.min_new_tokens
+    return kwargs
+
+
+def token_prompts(token_ids: list[list[int]]) -> list[dict[str, list[int]]]:
+    """vLLM prompts as token ids (already truncated by the stage): vLLM does not tokenize the text again."""
+    return [{"prompt_token_ids": list(ids)} for ids in token_ids]
+
+
+def engine_kwargs(
+    model_path: str, sampling: SamplingSettings, compute_type: str, trust_remote_code: bool,
+) -> dict[str, Any]:
+    """vllm.LLM arguments: the model, a torch float type (CTranslate2-only types as 'auto'), room for prompt + query."""
+    return dict(
+        model=model_path, tokenizer=model_path, dtype=float_compute_type(compute_type), seed=0,
+        trust_remote_code=trust_remote_code, max_model_len=sampling.max_input_len + sampling.max_new_tokens + 8,
+    )
+
+
 class VLLMBackend(GeneratorBackend):
     """vLLM offline engine with per-request seeds: a row's queries do not depend on its batch."""
 
@@ -60,11 +89,7 @@ class VLLMBackend(GeneratorBackend):
         if not self.device.startswith("cuda"):
             raise BackendUnavailable("generate.backend 'vllm' needs a GPU; this actor has none")
         self._vllm = vllm
-        self.llm = vllm.LLM(
-            model=model_path, tokenizer=model_path, dtype=float_compute_type(self.compute_type), seed=0,
-            trust_remote_code=self.trust_remote_code,
-            max_model_len=sampling.max_input_len + sampling.max_new_tokens + 8,
-        )
+        self.llm = vllm.LLM(**engine_kwargs(model_path, sampling, self.compute_type, self.trust_remote_code))
 
     @classmethod
     def validate_config(cls, generate_model: object, trained_model: object) -> None:
@@ -97,17 +122,9 @@ class VLLMBackend(GeneratorBackend):
 
     def params(self, seed: int) -> Any:
         """SamplingParams for one request: n samples, top-k (0 = off), the row's own seed."""
-        s = self.sampling
-        kwargs: dict[str, Any] = dict(
-            n=s.num_queries, top_k=s.top_k if s.top_k > 0 else -1, top_p=1.0, temperature=s.temperature,
-            max_tokens=s.max_new_tokens, seed=seed & 0x7FFFFFFF,
-        )
-        if s.min_new_tokens:
-            kwargs["min_tokens"] = s.min_new_tokens
-        return self._vllm.SamplingParams(**kwargs)
+        return self._vllm.SamplingParams(**sampling_kwargs(self.sampling, seed))
 
     def generate(self, token_ids: list[list[int]], seeds: list[int]) -> list[list[str]]:
         """One engine call for the batch; prompts as token ids (already truncated), one seed per request."""
-        prompts = [{"prompt_token_ids": ids} for ids in token_ids]
-        outputs = self.llm.generate(prompts, [self.params(s) for s in seeds], use_tqdm=False)
+        outputs = self.llm.generate(token_prompts(token_ids), [self.params(s) for s in seeds], use_tqdm=False)
         return [[c.text.strip() for c in out.outputs] for out in outputs]
