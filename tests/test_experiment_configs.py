@@ -212,3 +212,21 @@ def test_generator_is_fine_tuned_as_dsi_qg_step_one(experiment: Config) -> None:
     assert any(f.endswith("gp_squad_train_data.json") for f in qg.train_files)
     assert any(f.endswith("gp_squad_dev_data.json") for f in qg.eval_files), "best checkpoint by eval loss"
     assert (qg.max_steps, qg.batch_size, qg.lr, qg.warmup_ratio, qg.max_input_len) == (2000, 128, 1e-4, 0.0, 128)
+
+
+# ---- the vLLM route: a decoder-only generator, everything else the supervised mBERT setting ---------------------
+
+def test_the_vllm_route_config_differs_from_the_mbert_setting_only_in_its_generator() -> None:
+    from xqg.generate.backends.base import guess_encoder_decoder, is_t5_family
+
+    route, mbert = load_config(REPO / "configs" / "qwen_vllm.yaml"), load_experiment("xor_tydi_mbert")
+    assert route.generate.backend == "vllm" and route.train_qg.model == "Qwen/Qwen2.5-0.5B"
+    assert not guess_encoder_decoder(generator_of(route)) and not is_t5_family(generator_of(route))
+    a, b = route.model_dump(), mbert.model_dump()
+    for tree in (a, b):
+        tree.pop("run_dir")
+        for key in ("model", "lr"):
+            tree["train_qg"].pop(key)
+        for key in ("backend", "model"):
+            tree["generate"].pop(key)
+    assert a == b  # the same corpus, sampling (5 queries, top-k 10, 256 / 32 tokens), bi-encoder, fusion, evaluation
