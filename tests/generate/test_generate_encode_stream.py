@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from xqg.config import load_config
 from xqg.rundir import shard_name
 
 
+@pytest.mark.slow  # two actor pools, two models: ~2 min on the contended 2-core machine
 def test_streamed_units_are_generated_written_encoded_and_marked_as_the_two_stages_would(
     ray_local, tiny_mt5_dir, tiny_bert_dir, make_corpus_run, demo_passage_rows
 ):
