@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xqg.languages import PAPER_LANGUAGES, normalise_code
 from xqg.names import check_name
@@ -50,6 +50,23 @@ class ScratchModel(Strict):
 
 
 ModelRef = str | ScratchModel
+
+def _use_gpu_none_is_auto(v: Any) -> Any:
+    """null (the old 'decide from the cluster') reads as auto."""
+    return "auto" if v is None else v
+
+
+# A stage's device: "auto" = GPUs when the connected cluster has them at job start (local runs); true = GPU actors
+# only (a cluster without GPUs yet waits for the autoscaler, never falls back to the CPU); false = CPU only.
+UseGpu = Annotated[Literal["auto", True, False], BeforeValidator(_use_gpu_none_is_auto)]
+MAX_FAILURES_HELP = (
+    "Ray Train restarts from the newest checkpoint after this many worker failures (a preempted spot node is one); "
+    "-1 = unlimited (spot clusters)."
+)
+USE_GPU_HELP = (
+    "auto = GPUs when the cluster has them at job start; true = GPU only (waits for GPU nodes, no CPU fallback); "
+    "false = CPU only."
+)
 
 
 class CorpusConfig(Strict):
@@ -113,11 +130,11 @@ class TrainQGConfig(Strict):
     eval_examples: int = Field(0, ge=0, description="Hold out this many training pairs (seeded) for evaluation.")
     eval_ratio: float = Field(0.0, ge=0, lt=1, description="Hold out this share of the training pairs instead.")
     num_workers: int = Field(2, ge=1)
-    use_gpu: bool | None = Field(None, description="None = use GPUs when the cluster has them.")
+    use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
     checkpoint_every_steps: int = Field(
         100, ge=1, description="Checkpoint (and evaluate, with an eval set) every this many steps (DSI-QG: 100)."
     )
-    max_failures: int = Field(2, ge=0)
+    max_failures: int = Field(2, ge=-1, description=MAX_FAILURES_HELP)
     trust_remote_code: bool = False
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -151,7 +168,10 @@ class GenerateConfig(Strict):
     max_input_len: int = Field(256, ge=8, description="Prompt tokens, the passage cut to fit (DSI-QG's generation: 256).")
     template: str = "Generate a {language} question for this passage: {title} {text}"
     batch_size: int = Field(32, ge=1)
-    concurrency: int | None = Field(None, ge=1, description="Actors; None = one per GPU, else per CPU.")
+    concurrency: int | None = Field(
+        None, ge=1, description="Most actors; None = GPU: one per unit to do (the pool grows as GPU nodes join), CPU: one per CPU."
+    )
+    use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
     compute_type: Literal[
         "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32"
     ] = Field(
@@ -211,9 +231,9 @@ class TrainDRConfig(Strict):
         "models/dr/xqg_dr.json; the encode stage encodes the model the same way.",
     )
     num_workers: int = Field(2, ge=1)
-    use_gpu: bool | None = None
+    use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
     checkpoint_every_steps: int = Field(500, ge=1)
-    max_failures: int = Field(2, ge=0)
+    max_failures: int = Field(2, ge=-1, description=MAX_FAILURES_HELP)
     seed: int = 42
     xqg_pairs: XQGPairsConfig = Field(default_factory=XQGPairsConfig)
     trust_remote_code: bool = False
@@ -230,7 +250,10 @@ class EncodeConfig(Strict):
     model: ModelRef | None = Field(None, description="None = the run's trained bi-encoder <run>/models/dr.")
     pooling: Literal["cls", "mean"] | None = Field(None, description="None = as the bi-encoder was trained.")
     batch_size: int = Field(128, ge=1)
-    concurrency: int | None = Field(None, ge=1)
+    concurrency: int | None = Field(
+        None, ge=1, description="Most actors; None = GPU: one per unit to do (the pool grows as GPU nodes join), CPU: one per CPU."
+    )
+    use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
     passage_format: Literal["title_text_concat", "title_text_pair", "text"] | None = Field(
@@ -278,7 +301,7 @@ class IndexConfig(Strict):
     hnsw_m: int = Field(32, ge=2)
     nprobe: int = Field(64, ge=1)
     ef_search: int = Field(128, ge=1)
-    use_gpu: bool | None = None
+    use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP + " Building; search has its own search.use_gpu.")
 
 
 class SearchConfig(Strict):
@@ -292,6 +315,7 @@ class SearchConfig(Strict):
     def _name_is_a_path_part(cls, v: str | None) -> str | None:
         return None if v is None else check_name("search.query_set", v)
     batch_size: int = Field(1024, ge=1)
+    use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
 
 
 class EvaluateConfig(Strict):

@@ -28,7 +28,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -36,10 +36,13 @@ from xqg.lease import LeaseHandle, LeaseLostError, hold
 from xqg.rundir import RunDir
 from xqg.summary import StageSummary
 
+if TYPE_CHECKING:
+    from xqg.units import Pool
+
 log = logging.getLogger(__name__)
 
 # Marker fields that say when or where a unit ran, not what it was made from.
-VOLATILE = frozenset({"finished_at", "seconds", "actor", "unit"})
+VOLATILE = frozenset({"finished_at", "seconds", "actor", "unit", "node", "device"})
 
 
 def fingerprint(obj: Any) -> str:
@@ -276,14 +279,17 @@ class StageRunner:
         actor_cls: type,
         constructor_kwargs: dict[str, Any],
         *,
-        concurrency: int,
-        num_gpus: float,
+        pool: Pool,
         desc: str,
         rate_key: str = "rows_out",
         rate_unit: str = "rows",
         on_result: Callable[[Unit, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> float:
-        """Stream units through a Ray Data actor pool; each result is counted and marked as it arrives."""
+        """Stream units through a Ray Data actor pool; each result is counted and marked as it arrives.
+
+        A unit whose actor reports an error (or whose result cannot be taken in) stays unmarked and is named in the
+        summary; the other units go on.
+        """
         from xqg.units import run_units
 
         for unit in units:
@@ -293,14 +299,28 @@ class StageRunner:
         def handle(row: dict[str, Any]) -> None:
             row = {k: _plain(v) for k, v in row.items()}
             unit = by_name[str(row.pop("unit"))]
-            extra = on_result(unit, row) if on_result else {}
-            info = {k: v for k, v in row.items() if k not in unit.payload}
-            info.update(extra)
-            self.finish(unit, **info)
+            self.take(unit, row, on_result)
 
         rows = [{"unit": u.name, **u.payload} for u in units]
-        return run_units(rows, actor_cls, constructor_kwargs, concurrency=concurrency, num_gpus=num_gpus,
-                         on_result=handle, desc=desc, rate_key=rate_key, rate_unit=rate_unit)
+        return run_units(rows, actor_cls, constructor_kwargs, pool=pool, on_result=handle, desc=desc,
+                         rate_key=rate_key, rate_unit=rate_unit)
+
+    def take(
+        self, unit: Unit, row: dict[str, Any], on_result: Callable[[Unit, dict[str, Any]], dict[str, Any]] | None = None
+    ) -> bool:
+        """Mark a unit from its actor's manifest row (plain values, "unit" removed), or fail it with the row's error."""
+        error = str(row.pop("error", "") or "")
+        if error:
+            self.fail(unit, error)
+            return False
+        try:
+            extra = on_result(unit, row) if on_result else {}
+        except Exception as e:  # noqa: BLE001 - one unit's bad output must not stop the others being marked
+            self.fail(unit, f"{type(e).__name__}: {e}")
+            return False
+        info = {k: v for k, v in row.items() if k not in unit.payload}
+        info.update(extra)
+        return self.finish(unit, **info)
 
     def close(self, message: str = "") -> StageSummary:
         """The stage's summary: timings, failures (which make the exit status non-zero) and a message."""

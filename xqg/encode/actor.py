@@ -14,8 +14,9 @@ import pyarrow.compute as pc
 from xqg.encode.model import EncoderSpec
 from xqg.encode.vectors import vector_column
 from xqg.models.encoder import Encoder, chunks, tokenize_passages, tokenize_queries
-from xqg.layout import ENCODE, PART, PASSAGES, QUERIES, corpus_dir, embeddings_dir, generated_dir, query_set_dir
+from xqg.layout import ENCODE, GENERATED, PART, PASSAGES, QUERIES, corpus_dir, embeddings_dir, generated_dir, query_set_dir
 from xqg.rundir import RunDir
+from xqg.units import actor_device, failed_manifest, torch_device, where
 
 STAGE = ENCODE
 
@@ -46,6 +47,7 @@ class EncodeActor:
     def __init__(
         self, run_uri: str, spec: dict[str, Any], batch_size: int = 128, chunk_size: int = 16_384,
         threads: int | None = None, num_queries: int | None = None, preload: tuple[str, ...] = (),
+        use_gpu: bool = False,
     ) -> None:
         self.run = RunDir(run_uri)
         self.spec = EncoderSpec(**spec)
@@ -54,6 +56,15 @@ class EncodeActor:
         self.num_queries = num_queries
         self.threads = threads
         self._encoders: dict[str, Encoder] = {}
+        self.where = where()
+        # cuda only in an actor given a GPU (torch would take any visible one); a GPU actor without CUDA fails
+        # each unit with the reason instead of computing on the CPU.
+        self.device, self.unusable = "cpu", None
+        try:
+            self.device = actor_device(use_gpu)
+        except RuntimeError as e:
+            self.unusable = e
+            return
         for side in preload:  # load up front, so a unit's seconds are its own work
             self.encoder(side)
 
@@ -65,7 +76,7 @@ class EncodeActor:
 
             self._encoders[path] = Encoder(
                 localize(path, self.run), self.spec.pooling, self.spec.dtype, self.spec.trust_remote_code,
-                threads=self.threads,
+                device=torch_device(self.device), threads=self.threads,
             )
         return self._encoders[path]
 
@@ -73,16 +84,28 @@ class EncodeActor:
         """Encode each unit of the batch; return one manifest row per unit."""
         rows = []
         for i in range(len(batch["unit"])):
-            start = time.perf_counter()
             unit, target = str(batch["unit"][i]), str(batch["target"][i])
-            if target == PASSAGES:
-                info = self.encode_passages(unit, int(batch["shard"][i]))
-            elif target == QUERIES:
-                info = self.encode_query_set(unit, str(batch["name"][i]))
-            else:
-                info = self.encode_generated(unit, str(batch["lang"][i]), int(batch["shard"][i]))
-            rows.append({"unit": unit, "target": target, "seconds": time.perf_counter() - start, "max_n": 0, **info})
+            rows.append(self.unit(unit, target, int(batch["shard"][i]), str(batch["lang"][i]), str(batch["name"][i])))
         return {k: np.array([r[k] for r in rows]) for k in rows[0]}
+
+    def unit(self, unit: str, target: str, shard: int, lang: str, name: str) -> dict[str, Any]:
+        """Encode one unit; its manifest (an exception fails this unit alone: "error" says why)."""
+        start = time.perf_counter()
+        head = {"unit": unit, "target": target, "seconds": 0.0, "max_n": 0}
+        tail = {**self.where, "device": self.device, "error": ""}
+        try:
+            if self.unusable is not None:
+                raise self.unusable
+            if target == PASSAGES:
+                info = self.encode_passages(unit, shard)
+            elif target == QUERIES:
+                info = self.encode_query_set(unit, name)
+            else:
+                info = self.encode_generated(unit, lang, shard)
+        except Exception as e:  # noqa: BLE001 - one bad unit fails alone; the driver names it in the summary
+            blank = {"rows_in": 0, "rows_out": 0, "rejected": 0, "items": 0, "dim": 0}
+            return failed_manifest(unit, e, {**head, **blank, **tail})
+        return {**head, "seconds": time.perf_counter() - start, **info, **tail}
 
     # ---- targets ---------------------------------------------------------------------
     def encode_passages(self, unit: str, shard: int) -> dict[str, int]:
@@ -161,3 +184,32 @@ class EncodeActor:
         self.run.write_table(posixpath.join(folder, PART), out)
         rejected = self.run.write_rejects(STAGE, unit, rejects)
         return {"rows_in": rows_in, "rows_out": out.num_rows, "rejected": rejected, "items": items, "dim": dim}
+
+
+class EncodeGeneratedAfter(EncodeActor):
+    """Second pool of `generate --encode`: encodes each generated unit as its generation manifest arrives.
+
+    Gets the generate actors' manifest rows; returns them with the encode manifest alongside (columns "enc_*").
+    A unit whose generation failed, or whose embeddings are already current (not in `units`), is passed on
+    without encoding.
+    """
+
+    def __init__(self, run_uri: str, spec: dict[str, Any], units: dict[str, str], **kwargs: Any) -> None:
+        """units: generate unit name -> the encode unit (embeddings/generated...) to make from it."""
+        super().__init__(run_uri, spec, preload=(QUERIES,), **kwargs)
+        self.units = units
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Encode the generated units of the batch; the generate manifest columns plus enc_* columns."""
+        rows = []
+        for i in range(len(batch["unit"])):
+            gen = {k: v[i] for k, v in batch.items()}
+            target = self.units.get(str(gen["unit"]), "")
+            if target and not str(gen["error"]):
+                enc = self.unit(target, GENERATED, int(gen["shard"]), str(gen["lang"]), "")
+            else:
+                enc = {"unit": target, "target": GENERATED, "seconds": 0.0, "max_n": 0, "rows_in": 0, "rows_out": 0,
+                       "rejected": 0, "items": 0, "dim": 0, **self.where, "device": self.device,
+                       "error": "not encoded: its generation failed" if target else ""}
+            rows.append({**gen, **{f"enc_{k}": v for k, v in enc.items()}})
+        return {k: np.array([r[k] for r in rows]) for k in rows[0]}

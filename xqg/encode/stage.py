@@ -113,7 +113,7 @@ def run_encode(
     marked by the driver once its rows add up. A unit is redone when its input unit or its encoder changed.
     """
     from xqg.encode.actor import EncodeActor
-    from xqg.units import cluster_gpus, pool_size
+    from xqg.units import make_pool
 
     run = RunDir(config.run_dir)
     runner = StageRunner(run, ENCODE, label=f"encode {target}", keep_stale=config.keep_stale,
@@ -129,7 +129,7 @@ def run_encode(
     if not plan.todo:
         return runner.close()
     run.write_config(config, ENCODE)
-    use_gpu = cluster_gpus() > 0
+    pool = make_pool(config.encode.use_gpu, config.encode.concurrency, len(plan.todo), ENCODE)
     per_target: dict[str, dict[str, int]] = {}
 
     def on_result(unit: Unit, row: dict[str, Any]) -> dict[str, Any]:
@@ -147,11 +147,10 @@ def run_encode(
         "chunk_size": config.encode.chunk_size, "threads": config.encode.torch_threads,
         "num_queries": config.encode.num_queries,
         "preload": tuple(sorted({PASSAGES if u.payload["target"] == PASSAGES else QUERIES for u in plan.todo})),
+        "use_gpu": pool.use_gpu,
     }
     seconds = runner.run_actors(
-        plan.todo, EncodeActor, kwargs,
-        concurrency=pool_size(config.encode.concurrency, use_gpu, len(plan.todo)), num_gpus=1 if use_gpu else 0,
-        on_result=on_result, desc=f"encode {target}", rate_key="items", rate_unit="texts",
+        plan.todo, EncodeActor, kwargs, pool=pool, on_result=on_result, desc=f"encode {target}", rate_key="items", rate_unit="texts",
     )
     texts = sum(c["texts encoded"] for c in per_target.values())
     summary.extra["texts encoded"] = texts
@@ -160,5 +159,5 @@ def run_encode(
     if len(per_target) > 1:
         for kind, counts in per_target.items():
             summary.extra[kind] = ", ".join(f"{k} {v:,}" for k, v in counts.items())
-    summary.extra["device"] = "gpu" if use_gpu else "cpu"
+    summary.extra["device"] = "gpu" if pool.use_gpu else "cpu"
     return runner.close()

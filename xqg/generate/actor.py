@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import socket
 import time
 from collections import defaultdict
 from typing import Any
@@ -15,6 +14,7 @@ from xqg.generate.backends import SamplingSettings, backend_class
 from xqg.generate.unit import generate_unit
 from xqg.layout import GENERATE, PART, corpus_dir, generated_dir, generated_unit
 from xqg.rundir import RunDir
+from xqg.units import actor_device, failed_manifest, torch_device, where
 
 STAGE = GENERATE
 PROGRESS_EVERY_S = 30.0  # a unit (a shard of a large corpus) can take an hour: say how far it got
@@ -47,15 +47,25 @@ class GenerateActor:
         prepared = cls.localize_kwargs(prepared, self.run)
         # Ray sets OMP_NUM_THREADS to the CPUs it gave this actor; use exactly those for the math libraries.
         threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or None
+        self.template, self.seed, self.batch_size = template, seed, batch_size
+        self.where = where()
+        # cuda only in an actor given a GPU. A GPU actor without CUDA fails each unit it gets with the reason (an
+        # actor that raised here would be restarted over and over); it never computes on the CPU instead.
+        self.device, self.unusable = "cpu", None
+        try:
+            self.device = actor_device(use_gpu)
+        except RuntimeError as e:
+            self.unusable = e
+            return
         self.backend = cls(
-            model_path, SamplingSettings(**sampling), device="cuda" if use_gpu else "cpu",
+            model_path, SamplingSettings(**sampling), device=torch_device(self.device),
             compute_type=compute_type, trust_remote_code=trust_remote_code, threads=threads, **prepared,
         )
-        self.template, self.seed, self.batch_size = template, seed, batch_size
-        self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
 
     def process(self, lang: str, shard: int) -> dict[str, Any]:
         """Generate one unit, replacing any partial output of an earlier try; return its manifest."""
+        if self.unusable is not None:
+            raise self.unusable
         unit = generated_unit(lang, shard)
         out_dir = generated_dir(lang, shard)
         self.run.remove(out_dir)
@@ -69,7 +79,15 @@ class GenerateActor:
         return {
             "unit": unit, "lang": lang, "shard": shard, "rows_in": res.rows_in, "rows_out": res.table.num_rows,
             "rejected": rejected, "queries": res.table.num_rows * self.backend.sampling.num_queries,
-            "seconds": res.seconds, "batches_failed": res.batches_failed, "actor": self.actor_id,
+            "seconds": res.seconds, "batches_failed": res.batches_failed, **self.where, "device": self.device,
+            "error": "",
+        }
+
+    def _template(self, lang: str, shard: int) -> dict[str, Any]:
+        """The columns of a manifest (a failed unit's are zero)."""
+        return {
+            "unit": "", "lang": lang, "shard": shard, "rows_in": 0, "rows_out": 0, "rejected": 0, "queries": 0,
+            "seconds": 0.0, "batches_failed": 0, **self.where, "device": self.device, "error": "",
         }
 
     def _progress_printer(self, unit: str):
@@ -90,6 +108,10 @@ class GenerateActor:
         """Run every unit in the batch (run_units sends one) and return their manifests as columns."""
         cols: dict[str, list[Any]] = defaultdict(list)
         for lang, shard in zip(batch["lang"], batch["shard"]):
-            for k, v in self.process(str(lang), int(shard)).items():
+            try:
+                manifest = self.process(str(lang), int(shard))
+            except Exception as e:  # noqa: BLE001 - a bad unit (a corrupt shard) fails alone; the driver names it
+                manifest = failed_manifest(generated_unit(str(lang), int(shard)), e, self._template(str(lang), int(shard)))
+            for k, v in manifest.items():
                 cols[k].append(v)
         return {k: np.asarray(v) for k, v in cols.items()}

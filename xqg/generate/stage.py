@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections import defaultdict
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from xqg.config import Config
 from xqg.generate.actor import GenerateActor
@@ -17,8 +17,11 @@ from xqg.languages import normalise_code
 from xqg.layout import GENERATE, INGEST, corpus_unit, generated_unit
 from xqg.models.texts import corpus_texts
 from xqg.rundir import RunDir
-from xqg.runner import StageRunner, Unit, marker_fingerprint
+from xqg.runner import Plan, StageRunner, Unit, marker_fingerprint
 from xqg.summary import StageSummary
+
+if TYPE_CHECKING:
+    from xqg.units import Pool
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +70,44 @@ def plan_units(runner: StageRunner, config: Config, model_fp: str, langs: list[s
     return units
 
 
-def run_generate(config: Config, languages: list[str] | None = None, shards: set[int] | None = None) -> StageSummary:
-    """Generate generate.num_queries queries per passage for each language; redo units whose inputs changed."""
+@dataclass
+class GenerateJob:
+    """A planned generate job: its runner and plan, and (when there is work) its pool, actor kwargs and tallies."""
+
+    runner: StageRunner
+    plan: Plan
+    pool: Pool | None = None
+    ctor: dict[str, Any] = field(default_factory=dict)
+    model_path: str = ""
+    per_actor: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0.0]))
+
+    @property
+    def desc(self) -> str:
+        return f"generate ({self.ctor.get('backend', '')})"
+
+    def on_result(self, unit: Unit, m: dict[str, Any]) -> dict[str, Any]:
+        """Tally a finished unit's queries per actor; what the driver adds to its marker."""
+        self.per_actor[str(m["actor"])][0] += int(m["queries"])
+        self.per_actor[str(m["actor"])][1] += float(m["seconds"])
+        return {"written": self.runner.run.count_rows(posixpath.join("generated", unit.name)), "model": self.model_path}
+
+    def close(self, seconds: float) -> StageSummary:
+        """The summary, with query throughput overall and per actor."""
+        queries = sum(q for q, _ in self.per_actor.values())
+        rates = [q / s for q, s in self.per_actor.values() if s > 0]
+        self.runner.summary.extra.update({
+            "queries generated": queries,
+            "queries/s": round(queries / seconds, 2) if seconds else 0.0,
+            "actors": len(self.per_actor),
+            "queries/s per actor": round(sum(rates) / len(rates), 2) if rates else 0.0,
+        })
+        return self.runner.close()
+
+
+def start_generate(config: Config, languages: list[str] | None = None, shards: set[int] | None = None) -> GenerateJob:
+    """Plan the generate units; when some are to do, write the stage config and set up the pool and the actors' kwargs."""
     from xqg.models.fingerprint import model_fingerprint
-    from xqg.units import cluster_gpus, pool_size
+    from xqg.units import make_pool
 
     gen = config.generate
     check_template(gen.template)
@@ -79,39 +116,34 @@ def run_generate(config: Config, languages: list[str] | None = None, shards: set
     runner = StageRunner(run, GENERATE, keep_stale=config.keep_stale, outputs=lambda u: [posixpath.join("generated", u)])
     model_path = generator_model(config, run)
     plan = runner.plan(plan_units(runner, config, model_fingerprint(model_path, run), langs, select_shards(run, shards)))
-    summary = runner.summary
-    summary.extra.update({"backend": gen.backend, "languages": ",".join(langs), "queries per passage": gen.num_queries})
+    runner.summary.extra.update({"backend": gen.backend, "languages": ",".join(langs), "queries per passage": gen.num_queries})
+    job = GenerateJob(runner, plan, model_path=model_path)
     if not plan.todo:
-        return runner.close()
+        return job
     run.write_config(config.model_copy(update={"languages": langs}), GENERATE)
-    use_gpu = cluster_gpus() > 0
+    job.pool = make_pool(gen.use_gpu, gen.concurrency, len(plan.todo), GENERATE)
+    use_gpu = job.pool.use_gpu
     extra = prepare_backend(config.generate, run, model_path, use_gpu)
-    concurrency = pool_size(gen.concurrency, use_gpu, len(plan.todo))
-    log.info("generate: %d units to do (%d complete, %d stale), %d %s actor(s), backend %s, model %s", len(plan.todo),
-             len(plan.done), len(plan.stale), concurrency, "GPU" if use_gpu else "CPU", gen.backend, model_path)
-    ctor = dict(
+    log.info("generate: %d units to do (%d complete, %d stale), up to %d %s actor(s), backend %s, model %s",
+             len(plan.todo), len(plan.done), len(plan.stale), job.pool.size, "GPU" if use_gpu else "CPU", gen.backend,
+             model_path)
+    job.ctor = dict(
         run_uri=run.worker_uri, model_path=model_path, backend=gen.backend,
         sampling=asdict(SamplingSettings.from_config(gen)), template=gen.template, seed=gen.seed,
         batch_size=gen.batch_size, use_gpu=use_gpu, compute_type=gen.compute_type,
         trust_remote_code=gen.trust_remote_code, **extra,
     )
-    per_actor: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    return job
 
-    def on_result(unit: Unit, m: dict[str, Any]) -> dict[str, Any]:
-        per_actor[str(m["actor"])][0] += int(m["queries"])
-        per_actor[str(m["actor"])][1] += float(m["seconds"])
-        return {"written": run.count_rows(posixpath.join("generated", unit.name)), "model": model_path}
 
-    seconds = runner.run_actors(
-        plan.todo, GenerateActor, ctor, concurrency=concurrency, num_gpus=1 if use_gpu else 0, on_result=on_result,
-        desc=f"generate ({gen.backend})", rate_key="queries", rate_unit="queries",
+def run_generate(config: Config, languages: list[str] | None = None, shards: set[int] | None = None) -> StageSummary:
+    """Generate generate.num_queries queries per passage for each language; redo units whose inputs changed."""
+    job = start_generate(config, languages, shards)
+    if not job.plan.todo:
+        return job.runner.close()
+    assert job.pool is not None
+    seconds = job.runner.run_actors(
+        job.plan.todo, GenerateActor, job.ctor, pool=job.pool, on_result=job.on_result, desc=job.desc,
+        rate_key="queries", rate_unit="queries",
     )
-    queries = sum(q for q, _ in per_actor.values())
-    rates = [q / s for q, s in per_actor.values() if s > 0]
-    summary.extra.update({
-        "queries generated": queries,
-        "queries/s": round(queries / seconds, 2) if seconds else 0.0,
-        "actors": len(per_actor),
-        "queries/s per actor": round(sum(rates) / len(rates), 2) if rates else 0.0,
-    })
-    return runner.close()
+    return job.close(seconds)

@@ -15,10 +15,12 @@ from xqg.rundir import RunDir
 log = logging.getLogger(__name__)
 
 
-def gpu_enabled(use_gpu: bool | None) -> bool:
+def gpu_enabled(use_gpu: bool | str | None) -> bool:
     """True when faiss-gpu is installed, a GPU is visible and the config does not forbid it."""
     import faiss
 
+    if use_gpu == "auto":  # the config's "auto" is the old None: whatever this process sees
+        use_gpu = None
     if use_gpu is False:
         return False
     available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0

@@ -33,21 +33,22 @@ log = logging.getLogger(__name__)
 
 def search_shards(
     run_uri: str, folder: str, shards: list[dict[str, Any]], queries: Any, depth: int, batch_size: int,
-    nprobe: int, ef_search: int, use_gpu: bool | None,
+    nprobe: int, ef_search: int, use_gpu: bool | str | None,
 ) -> list[Any]:
     """Top-depth per shard from one actor each; an actor is killed as soon as its answer is in (frees its slot)."""
     import ray
 
     from xqg.search.searcher import ShardSearcher
-    from xqg.units import cluster_gpus
+    from xqg.units import resolve_use_gpu
 
-    gpus = cluster_gpus() if use_gpu is not False else 0
-    remote = ray.remote(ShardSearcher).options(num_cpus=0 if gpus else 1, num_gpus=1 if gpus else 0, max_restarts=1)
+    gpus = resolve_use_gpu(use_gpu, "search")  # true: the actors wait for GPU nodes
+    # Restarted as often as Ray allows (a preempted spot node is not an error); a deterministic error still raises.
+    remote = ray.remote(ShardSearcher).options(num_cpus=0 if gpus else 1, num_gpus=1 if gpus else 0, max_restarts=-1)
     q_ref = ray.put(queries)
     actors, pending = {}, {}
     for shard in shards:
-        actor = remote.remote(run_uri, folder, shard, nprobe, ef_search, use_gpu)
-        ref = actor.search.options(max_task_retries=1).remote(q_ref, depth, batch_size)
+        actor = remote.remote(run_uri, folder, shard, nprobe, ef_search, gpus)
+        ref = actor.search.options(max_task_retries=-1).remote(q_ref, depth, batch_size)
         actors[ref], pending[ref] = actor, shard["index"]
     results = {}
     try:
@@ -96,7 +97,7 @@ def run_search(config: Config, index_name_: str, query_set: str | None = None) -
             raise ValueError(f"query embeddings have {queries.shape[1]} dimensions, index {name!r} has {manifest['dim']}")
         parts = search_shards(
             run.worker_uri, index_dir(name), manifest["shards"], queries, config.search.depth,
-            config.search.batch_size, config.index.nprobe, config.index.ef_search, config.index.use_gpu,
+            config.search.batch_size, config.index.nprobe, config.index.ef_search, config.search.use_gpu,
         )
         merged = merge_topk(parts, config.search.depth)
         tsv, trec = write_run(run, rname, table["qid"].combine_chunks(), merged)

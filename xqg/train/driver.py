@@ -101,7 +101,7 @@ def fit(
     settings: LoopSettings,
     *,
     num_workers: int,
-    use_gpu: bool | None,
+    use_gpu: bool | str | None,
     max_failures: int,
     best_by_eval: bool = False,
 ) -> FitOutcome:
@@ -110,9 +110,10 @@ def fit(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from xqg.units import cluster_gpus
+    from xqg.units import resolve_use_gpu
 
-    gpu = cluster_gpus() > 0 if use_gpu is None else use_gpu
+    # true: the workers ask for GPUs and Ray Train waits for GPU nodes (no CPU fallback); auto: GPUs if up now.
+    gpu = resolve_use_gpu(use_gpu, settings.stage)
     # best_by_eval: Ray keeps the checkpoints with the lowest eval loss (and always the latest)
     scoring = {"checkpoint_score_attribute": "eval_loss", "checkpoint_score_order": "min"} if best_by_eval else {}
     storage, name = posixpath.split(settings.experiment_uri)
