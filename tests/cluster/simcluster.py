@@ -55,7 +55,9 @@ class PrivateAutoscalingCluster(AutoscalingCluster):
     def env(self) -> dict[str, str]:
         """Environment of the cluster's processes and of jobs sent to it."""
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env.update(RAY_TMPDIR=self.temp_dir, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false",
+        # Ray turns token auth on by itself when ~/.ray/auth_token exists (left by any earlier Ray); this
+        # throwaway cluster and its jobs must agree, so it is off for both.
+        env.update(RAY_AUTH_MODE="disabled", RAY_TMPDIR=self.temp_dir, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false",
                    XQG_FAKE_GPU="1", OMP_NUM_THREADS="1")  # fake GPU nodes compute on the CPU, and say so
         return env
 
