@@ -32,7 +32,9 @@ STAGING = "_tmp/ingest"
 # A corpus whose first rows are all rejected is not the corpus it is said to be (the wrong format, a binary
 # file): stop there instead of spooling millions of rejects.
 GIVE_UP_AFTER_ROWS = 100_000
-# Rows of a corpus shard are written in row groups of about this size (bounded driver memory).
+# The driver's memory while ingesting is bounded by these and the reader's block (xqg.ingest.lines.BLOCK_BYTES),
+# whatever the corpus size: rows staged per flush, and the size of a corpus shard's row groups.
+SPOOL_BYTES = 16 << 20
 ROW_GROUP_BYTES = 16 << 20
 
 
@@ -111,7 +113,7 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
     source, n = str(config.corpus.path), config.corpus.num_shards
     fmt = detect_format(source, config.corpus.format)
     _clear_corpus(run, runner, [*shards, whole])
-    spool = ShardSpool(run, STAGING, PASSAGE_SCHEMA)
+    spool = ShardSpool(run, STAGING, PASSAGE_SCHEMA, buffer_bytes=SPOOL_BYTES)
     read_rejects: list[dict[str, Any]] = []
     rows_in = rows_out = duplicates = kept = 0
     stopped = False
@@ -172,9 +174,10 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
 
 
 def write_corpus_shard(run: RunDir, spool: ShardSpool, shard: int,
-                       row_group_bytes: int = ROW_GROUP_BYTES) -> tuple[int, int, list[dict[str, Any]]]:
+                       row_group_bytes: int | None = None) -> tuple[int, int, list[dict[str, Any]]]:
     """Write a shard's staged rows minus repeated docids to corpus/shard=NNNNN, streaming: only its docid column
     and one row group are in memory at once. Returns (rows staged, rows written, the duplicate rows as rejects)."""
+    row_group_bytes = row_group_bytes or ROW_GROUP_BYTES
     keep = first_seen(spool.column(shard, "docid"))
     path = run.path(posixpath.join(corpus_dir(shard), PART))
     run.fs.create_dir(posixpath.dirname(path), recursive=True)
