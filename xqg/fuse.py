@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from xqg.config import Config
-from xqg.encode.vectors import vector_column, vector_matrix
+from xqg.encode.vectors import stored_width, vector_column, vector_matrix
 from xqg.languages import normalise_code
 from xqg.layout import (
     ENCODE,
@@ -29,6 +30,7 @@ from xqg.layout import (
 from xqg.rundir import RunDir
 from xqg.runner import StageRunner, Unit, marker_fingerprint
 from xqg.summary import StageSummary
+from xqg.tasks import task_memory
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def fuse_vectors(passages: np.ndarray, sums: np.ndarray, counts: np.ndarray, alp
     return np.where(has[:, None], fused, passages).astype(np.float32, copy=False)
 
 
-def gather_generated(docids: pa.Array, tables: list[pa.Table], dim: int) -> tuple[np.ndarray, np.ndarray, int]:
+def gather_generated(docids: pa.Array, tables: Iterable[pa.Table], dim: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Add up (embedding_sum, n) of each language onto the passage rows by docid; return (sums, counts, unmatched)."""
     sums = np.zeros((len(docids), dim), dtype=np.float32)
     counts = np.zeros(len(docids), dtype=np.int64)
@@ -115,8 +117,35 @@ def plan_units(runner: StageRunner, config: Config) -> tuple[list[Unit], list[st
     return units, languages, variant
 
 
+def fuse_shard(payload: dict[str, Any], *, run_uri: str, variant: str, languages: list[str], alpha: float,
+               reduce: str) -> dict[str, Any]:
+    """Fuse one shard (a Ray task on a worker): read its passage vectors and query sums, write fused/<name>/."""
+    run = RunDir(run_uri)
+    shard = payload["shard"]
+    ptable = run.read_dir(embeddings_dir(passages_unit(shard)), columns=["docid", "embedding"])
+    emb = vector_matrix(ptable["embedding"])
+    docids = ptable["docid"].combine_chunks()
+    gen = (  # one language in memory at a time
+        run.read_dir(embeddings_dir(generated_sum_unit(variant, lang, shard)), ["docid", "n", "embedding_sum"])
+        for lang in languages
+    )
+    sums, counts, miss = gather_generated(docids, gen, emb.shape[1])
+    fused = fuse_vectors(emb, sums, counts, alpha, reduce)
+    run.write_table(posixpath.join(fused_dir(payload["unit"]), PART),
+                    pa.table({"docid": docids, "embedding": vector_column(fused)}))
+    return {"rows_in": ptable.num_rows, "rows_out": ptable.num_rows, "rejected": 0,
+            "without_queries": int((counts == 0).sum()), "unmatched_generated": miss, "encoder": payload["encoder"],
+            "queries": int(counts.sum())}
+
+
+def fuse_memory(rows: int, dim: int) -> int:
+    """Bytes a fuse task holds at its peak: passage vectors (Arrow and numpy), one language's sums, the running
+    sums, the fused matrix and its output column: about six copies of the shard's vectors."""
+    return task_memory(rows * dim * 4, copies=6)
+
+
 def run_fuse(config: Config) -> StageSummary:
-    """Fuse every shard's passage embeddings with its generated-query sums into fused/<fuse.name>/."""
+    """Fuse every shard's passage embeddings with its generated-query sums into fused/<fuse.name>/ (Ray tasks)."""
     run = RunDir(config.run_dir)
     name = fused_set(config)
     runner = StageRunner(run, FUSE, label=f"fuse {name}", keep_stale=config.keep_stale, outputs=lambda u: [fused_dir(u)])
@@ -124,28 +153,23 @@ def run_fuse(config: Config) -> StageSummary:
     plan = runner.plan(units)
     totals = {"without_queries": 0, "unmatched_generated": 0, "queries": 0}
 
-    def fuse_shard(unit: Unit) -> dict[str, Any]:
-        shard = unit.payload["shard"]
-        ptable = run.read_dir(embeddings_dir(passages_unit(shard)), columns=["docid", "embedding"])
-        emb = vector_matrix(ptable["embedding"])
-        docids = ptable["docid"].combine_chunks()
-        gen = [
-            run.read_dir(embeddings_dir(generated_sum_unit(variant, lang, shard)), ["docid", "n", "embedding_sum"])
-            for lang in languages
-        ]
-        sums, counts, miss = gather_generated(docids, gen, emb.shape[1])
-        fused = fuse_vectors(emb, sums, counts, config.fuse.alpha, config.fuse.reduce)
-        run.write_table(posixpath.join(fused_dir(unit.name), PART), pa.table({"docid": docids, "embedding": vector_column(fused)}))
-        shard_no_q = int((counts == 0).sum())
-        totals["without_queries"] += shard_no_q
-        totals["unmatched_generated"] += miss
-        totals["queries"] += int(counts.sum())
-        return {"rows_in": ptable.num_rows, "rows_out": ptable.num_rows, "rejected": 0, "without_queries": shard_no_q,
-                "unmatched_generated": miss, "encoder": unit.payload["encoder"]}
+    def counted(unit: Unit, result: dict[str, Any]) -> None:
+        totals["queries"] += result.pop("queries")  # for the summary, not the marker
+        totals["without_queries"] += result["without_queries"]
+        totals["unmatched_generated"] += result["unmatched_generated"]
 
     if plan.todo:
         run.write_config(config, FUSE)
-        runner.run_local(plan.todo, fuse_shard, desc=f"fuse {name}")
+        first = embeddings_dir(passages_unit(plan.todo[0].payload["shard"]))
+        dim = stored_width(run.fs, run.parquet_files(first), "embedding")
+        for unit in plan.todo:
+            unit.payload["unit"] = unit.name
+        runner.run_tasks(
+            plan.todo, fuse_shard,
+            {"run_uri": run.worker_uri, "variant": variant, "languages": languages, "alpha": config.fuse.alpha,
+             "reduce": config.fuse.reduce},
+            memory=lambda u: fuse_memory(int(u.expected or 0), dim), desc=f"fuse {name}", on_result=counted,
+        )
     runner.summary.extra.update({
         "alpha": config.fuse.alpha, "reduce": config.fuse.reduce, "languages": ",".join(languages),
         "generated embeddings": variant, "queries fused": totals["queries"],

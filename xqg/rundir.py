@@ -181,6 +181,46 @@ class RunDir:
             raise FileNotFoundError(f"no parquet files under {self.path(rel)}")
         return pads.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=columns)
 
+    def _row_groups(self, rel: str) -> Iterator[tuple[pq.ParquetFile, int, int, int]]:
+        """(file, row group, first row, rows) of every row group of a folder, in read_dir's order."""
+        files = self.parquet_files(rel)
+        if not files:
+            raise FileNotFoundError(f"no parquet files under {self.path(rel)}")
+        offset = 0
+        for f in files:
+            pf = pq.ParquetFile(f, filesystem=self.fs)
+            for g in range(pf.metadata.num_row_groups):
+                n = pf.metadata.row_group(g).num_rows
+                yield pf, g, offset, n
+                offset += n
+
+    def read_rows(self, rel: str, lo: int, hi: int, columns: list[str] | None = None) -> pa.Table:
+        """Rows [lo, hi) of a folder (in read_dir's order), reading only the row groups that hold them."""
+        parts, end = [], 0
+        for pf, g, offset, n in self._row_groups(rel):
+            end = offset + n
+            a, b = max(lo, offset), min(hi, end)
+            if a < b:
+                parts.append(pf.read_row_group(g, columns=columns).slice(a - offset, b - a))
+        if lo < 0 or hi > end:
+            raise IndexError(f"rows [{lo}, {hi}) asked of {self.path(rel)}, which holds {end}")
+        return pa.concat_tables(parts) if parts else self.read_dir(rel, columns).slice(0, 0)
+
+    def take_rows(self, rel: str, rows: Any, columns: list[str] | None = None) -> pa.Table:
+        """The given rows (sorted ints, in read_dir's order) of a folder, reading only the row groups that hold them."""
+        import numpy as np
+
+        want = np.asarray(rows, dtype=np.int64)
+        parts, end = [], 0
+        for pf, g, offset, n in self._row_groups(rel):
+            end = offset + n
+            a, b = np.searchsorted(want, [offset, end])
+            if b > a:
+                parts.append(pf.read_row_group(g, columns=columns).take(pa.array(want[a:b] - offset)))
+        if len(want) and (want[0] < 0 or want[-1] >= end):
+            raise IndexError(f"row {int(want[-1])} asked of {self.path(rel)}, which holds {end}")
+        return pa.concat_tables(parts) if parts else self.read_dir(rel, columns).slice(0, 0)
+
     def parquet_files(self, rel: str) -> list[str]:
         """Sorted Parquet files under a folder, recursively."""
         p = self.path(rel)

@@ -322,6 +322,38 @@ class StageRunner:
         info.update(extra)
         return self.finish(unit, **info)
 
+    def run_tasks(
+        self,
+        units: list[Unit],
+        work: Callable[..., dict[str, Any]],
+        common: dict[str, Any],
+        *,
+        memory: Callable[[Unit], int],
+        num_gpus: float = 0,
+        num_cpus: float = 1,
+        desc: str | None = None,
+        on_result: Callable[[Unit, dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Do units as Ray tasks on workers (work(unit.payload, **common), memory(unit) bytes each); mark each as
+        it arrives. on_result may take keys out of a result that are for the summary, not the marker."""
+        from xqg.tasks import run_tasks
+
+        for unit in units:
+            self.prepare(unit)
+        by_name = {u.name: u for u in units}
+
+        def handle(name: str, result: dict[str, Any] | None, error: str | None) -> None:
+            unit = by_name[name]
+            if result is None:
+                self.fail(unit, error or "the task failed")
+                return
+            if on_result:
+                on_result(unit, result)
+            self.finish(unit, **result)
+
+        run_tasks([(u.name, u.payload, memory(u)) for u in units], work, common, on_result=handle,
+                  desc=desc or self.summary.stage, num_cpus=num_cpus, num_gpus=num_gpus)
+
     def close(self, message: str = "") -> StageSummary:
         """The stage's summary: timings, failures (which make the exit status non-zero) and a message."""
         s = self.summary

@@ -11,6 +11,9 @@ from xqg.encode.vectors import vector_column, vector_matrix
 from xqg.fuse import run_fuse
 from xqg.rundir import RunDir, shard_name
 
+# fuse and index shards run as Ray tasks on the workers
+pytestmark = pytest.mark.usefixtures("ray_local")
+
 DIM = 8
 SHARDS = 2
 PER_SHARD = 6

@@ -17,6 +17,9 @@ from xqg.index.stage import run_index
 from xqg.rundir import RunDir, shard_name
 from xqg.search.searcher import ShardSearcher
 
+# fuse and index shards run as Ray tasks on the workers
+pytestmark = pytest.mark.usefixtures("ray_local")
+
 
 def write_embeddings(run: RunDir, sizes: list[int], dim: int, seed: int = 0, centers: int = 0) -> np.ndarray:
     """Corpus markers + embeddings/passages shards (random, or clustered around `centers` random points)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 
 def vector_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -33,3 +34,18 @@ def vector_matrix(column: pa.Array | pa.ChunkedArray, dim: int | None = None) ->
     if n and flat.size != n * width:
         raise ValueError("ragged embedding column")
     return flat.reshape(n, width)
+
+
+def stored_width(fs: pafs.FileSystem, files: list[str], column: str) -> int:
+    """The width of a stored vector column, from the Parquet schema (or, for list<float>, its first row only)."""
+    import pyarrow.parquet as pq
+
+    for f in files:
+        pf = pq.ParquetFile(f, filesystem=fs)
+        type_ = pf.schema_arrow.field(column).type
+        if pa.types.is_fixed_size_list(type_):
+            return int(type_.list_size)
+        for batch in pf.iter_batches(batch_size=1, columns=[column]):
+            if batch.num_rows:
+                return len(batch.column(0)[0])
+    raise ValueError(f"no stored vector in column {column!r} of {files[:1]}")

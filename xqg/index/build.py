@@ -94,3 +94,17 @@ def fill_index(params: dict[str, Any], vectors: np.ndarray, trained: Any | None 
     return index
 
 
+def index_bytes(params: dict[str, Any], dim: int, rows: int) -> int:
+    """About how many bytes an index of rows vectors holds in memory (vectors or codes, graph links, ids)."""
+    if params["type"] == "ivfpq":
+        return rows * (params["pq_m"] * params["pq_nbits"] // 8 + 8) + params["nlist"] * dim * 4
+    links = rows * params["hnsw_m"] * 2 * 4 if params["type"] == "hnsw" else 0
+    return rows * dim * 4 + links
+
+
+def searcher_memory(params: dict[str, Any], dim: int, rows: int) -> int:
+    """The memory= request of a search actor over one index shard: the index, a second copy while it is read
+    from a remote run directory, and the docid map."""
+    from xqg.tasks import task_memory
+
+    return task_memory(index_bytes(params, dim, rows), copies=2) + rows * 64

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from typing import Any
 
@@ -13,6 +15,8 @@ import pyarrow.fs as pafs
 from xqg.rundir import RunDir
 
 log = logging.getLogger(__name__)
+
+UPLOAD_CHUNK = 64 << 20
 
 
 def gpu_enabled(use_gpu: bool | str | None) -> bool:
@@ -49,7 +53,8 @@ def to_cpu(index: Any) -> Any:
 
 
 def write_index_file(run: RunDir, rel: str, index: Any) -> None:
-    """Write an index with faiss.write_index (local) or serialize_index (remote), replacing atomically where possible."""
+    """Write an index with faiss.write_index to local disk, then move it into place (local run) or upload it in
+    chunks (remote run): never a serialized copy of the whole index in memory."""
     import faiss
 
     path = run.path(rel)
@@ -59,8 +64,11 @@ def write_index_file(run: RunDir, rel: str, index: Any) -> None:
         faiss.write_index(to_cpu(index), tmp)
         os.replace(tmp, path)
         return
-    with run.fs.open_output_stream(path) as f:
-        f.write(faiss.serialize_index(to_cpu(index)).tobytes())
+    with tempfile.TemporaryDirectory(prefix="xqg-index-") as local:
+        tmp = os.path.join(local, os.path.basename(path))
+        faiss.write_index(to_cpu(index), tmp)
+        with open(tmp, "rb") as src, run.fs.open_output_stream(path) as dst:
+            shutil.copyfileobj(src, dst, UPLOAD_CHUNK)
 
 
 def read_index_file(run: RunDir, rel: str) -> Any:

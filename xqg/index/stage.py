@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from xqg.config import Config
-from xqg.encode.vectors import vector_matrix
+from xqg.encode.vectors import stored_width, vector_matrix
 from xqg.index.build import MANIFEST, TRAINED, docids_file, effective_params, fill_index, index_file, train_index
 from xqg.index.faiss_io import gpu_enabled, read_index_file, write_index_file
 from xqg.layout import (
@@ -32,6 +32,7 @@ from xqg.layout import (
 from xqg.rundir import RunDir, parse_shard
 from xqg.runner import StageRunner, Unit, fingerprint, marker_fingerprint
 from xqg.summary import StageSummary
+from xqg.tasks import task_memory
 
 log = logging.getLogger(__name__)
 
@@ -82,32 +83,76 @@ def index_source(runner: StageRunner, name: str) -> Source:
     return Source(name, units, folders, [int(m["rows_out"]) for m in ms], [marker_fingerprint(m) for m in ms], encoders)
 
 
-def read_rows(run: RunDir, source: Source, lo: int, hi: int) -> tuple[pa.Array, np.ndarray]:
-    """(docids, vectors) of global rows [lo, hi) across the source shards, in shard order."""
-    docids, mats = [], []
+def read_rows(run: RunDir, folders: list[str], rows: list[int], lo: int, hi: int) -> tuple[pa.Array, np.ndarray]:
+    """(docids, vectors) of global rows [lo, hi) across the source shards, in shard order, reading only the row
+    groups that hold them into one preallocated matrix."""
+    docids: list[pa.Array] = []
+    matrix: np.ndarray | None = None
     offset = 0
-    for folder, n in zip(source.folders, source.rows):
+    for folder, n in zip(folders, rows):
         a, b = max(lo, offset), min(hi, offset + n)
         if a < b:
-            table = run.read_dir(folder, columns=["docid", "embedding"]).slice(a - offset, b - a)
+            table = run.read_rows(folder, a - offset, b - offset, columns=["docid", "embedding"])
+            part = vector_matrix(table["embedding"])
+            if matrix is None:
+                matrix = np.empty((hi - lo, part.shape[1]), dtype=np.float32)
+            matrix[a - lo:b - lo] = part
             docids.append(table["docid"].combine_chunks())
-            mats.append(vector_matrix(table["embedding"]))
+            del table, part
         offset += n
-    return pa.concat_arrays(docids), np.concatenate(mats)
+    assert matrix is not None
+    return pa.concat_arrays(docids), matrix
 
 
-def sample_rows(run: RunDir, source: Source, k: int, seed: int = 0) -> np.ndarray:
-    """k vectors drawn uniformly without replacement from all source shards (seeded)."""
+def sample_picks(total: int, k: int, seed: int = 0) -> np.ndarray:
+    """k global row numbers drawn uniformly without replacement (seeded), sorted."""
     rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(source.total, size=min(k, source.total), replace=False))
+    return np.sort(rng.choice(total, size=min(k, total), replace=False))
+
+
+def sample_rows(run: RunDir, folders: list[str], rows: list[int], k: int, seed: int = 0) -> np.ndarray:
+    """k vectors drawn uniformly without replacement from all source shards (seeded); only the row groups that
+    hold a drawn row are read."""
+    picks = sample_picks(sum(rows), k, seed)
     out, offset = [], 0
-    for folder, n in zip(source.folders, source.rows):
+    for folder, n in zip(folders, rows):
         local = picks[(picks >= offset) & (picks < offset + n)] - offset
         if len(local):
-            table = run.read_dir(folder, columns=["embedding"]).take(pa.array(local))
-            out.append(vector_matrix(table["embedding"]))
+            out.append(vector_matrix(run.take_rows(folder, local, columns=["embedding"])["embedding"]))
         offset += n
     return np.concatenate(out)
+
+
+def shard_bytes(rows: int, dim: int) -> int:
+    """Bytes of rows float32 vectors."""
+    return rows * dim * 4
+
+
+def train_task(payload: dict[str, Any], *, run_uri: str, folder: str, folders: list[str], rows: list[int],
+               ntrain: int, params: dict[str, Any], use_gpu: bool | None) -> dict[str, Any]:
+    """Train the IVF-PQ template on a sample (a Ray task on a worker) and write it to the index folder."""
+    run = RunDir(run_uri)
+    t0 = time.perf_counter()
+    gpu = gpu_enabled(use_gpu)
+    write_index_file(run, posixpath.join(folder, TRAINED), train_index(params, sample_rows(run, folders, rows, ntrain), gpu))
+    return {"rows_in": 0, "rows_out": 0, "rejected": 0, "seconds_": time.perf_counter() - t0,
+            "device_": "gpu" if gpu else "cpu"}
+
+
+def build_task(payload: dict[str, Any], *, run_uri: str, folder: str, folders: list[str], rows: list[int],
+               params: dict[str, Any], trained: str | None, use_gpu: bool | None) -> dict[str, Any]:
+    """Build one index shard (a Ray task on a worker): read its rows, fill a FAISS index, write it and its docids."""
+    run = RunDir(run_uri)
+    lo, hi, i = payload["lo"], payload["hi"], payload["i"]
+    template = read_index_file(run, posixpath.join(folder, trained)) if trained else None
+    gpu = gpu_enabled(use_gpu)
+    docids, vectors = read_rows(run, folders, rows, lo, hi)
+    index = fill_index(params, vectors, template, gpu)
+    del vectors
+    run.write_table(posixpath.join(folder, docids_file(i)), pa.table({"docid": docids}))
+    write_index_file(run, posixpath.join(folder, index_file(i)), index)
+    return {"rows_in": hi - lo, "rows_out": int(index.ntotal), "rejected": 0, "written": hi - lo,
+            "device_": "gpu" if gpu else "cpu"}
 
 
 def _outputs(name: str, unit: str) -> list[str]:
@@ -119,21 +164,25 @@ def _outputs(name: str, unit: str) -> list[str]:
     return [posixpath.join(folder, index_file(i)), posixpath.join(folder, docids_file(i))]
 
 
-def run_index(config: Config, name: str) -> StageSummary:
-    """Build index/<name>/ (index-NNNNN.faiss + docids-NNNNN.parquet + manifest.json) from its embeddings."""
+def run_index(config: Config, name: str, num_gpus: float | None = None) -> StageSummary:
+    """Build index/<name>/ (index-NNNNN.faiss + docids-NNNNN.parquet + manifest.json) from its embeddings, one
+    Ray task per index shard (each asking for num_gpus GPUs; default: one when index.use_gpu resolves to true)."""
     import faiss
+
+    from xqg.units import gpu_options
 
     name = index_name(name)
     run = RunDir(config.run_dir)
     cfg = config.index
+    if num_gpus is None:
+        num_gpus = gpu_options(cfg.use_gpu, "index").get("num_gpus", 0)
     folder = index_dir(name)
     runner = StageRunner(run, INDEX, label=f"index {name}", keep_stale=config.keep_stale,
                          outputs=lambda u: _outputs(name, u))
     source = index_source(runner, name)
     if source.total == 0:
         raise ValueError(f"index {name!r}: the input embeddings hold no vectors")
-    use_gpu = gpu_enabled(cfg.use_gpu)
-    dim = vector_matrix(run.read_dir(source.folders[0], ["embedding"]).slice(0, 1)["embedding"]).shape[1]
+    dim = stored_width(run.fs, run.parquet_files(source.folders[0]), "embedding")
     ntrain = min(cfg.train_sample, source.total)
     params = effective_params(cfg, dim, ntrain)
     settings = {"params": params, "shard_size": cfg.shard_size}
@@ -159,29 +208,31 @@ def run_index(config: Config, name: str) -> StageSummary:
         return runner.close(f"{folder} is complete and up to date")
     run.write_config(config, INDEX)
     run.remove(manifest_rel)  # absent while shards change: a half-rebuilt index is never searched
-    trained = None
-    if trained_unit is not None:
-        def train(unit: Unit) -> dict[str, Any]:
-            t0 = time.perf_counter()
-            write_index_file(run, posixpath.join(folder, TRAINED), train_index(params, sample_rows(run, source, ntrain), use_gpu))
-            runner.summary.extra["train seconds"] = time.perf_counter() - t0
-            return {"rows_in": 0, "rows_out": 0, "rejected": 0}
+    devices: set[str] = set()
 
-        runner.run_local([u for u in plan.todo if u is trained_unit], train)
-        if trained_unit.name in runner.markers():
-            trained = read_index_file(run, posixpath.join(folder, TRAINED))
+    def counted(unit: Unit, result: dict[str, Any]) -> None:
+        devices.add(result.pop("device_"))  # for the summary, not the marker
+        if "seconds_" in result:
+            runner.summary.extra["train seconds"] = result.pop("seconds_")
 
-    def build(unit: Unit) -> dict[str, Any]:
-        if trained_unit is not None and trained is None:
-            raise RuntimeError("the IVF-PQ template could not be trained")
-        lo, hi, i = unit.payload["lo"], unit.payload["hi"], unit.payload["i"]
-        docids, vectors = read_rows(run, source, lo, hi)
-        index = fill_index(params, vectors, trained, use_gpu)
-        run.write_table(posixpath.join(folder, docids_file(i)), pa.table({"docid": docids}))
-        write_index_file(run, posixpath.join(folder, index_file(i)), index)
-        return {"rows_in": hi - lo, "rows_out": int(index.ntotal), "rejected": 0, "written": hi - lo}
-
-    runner.run_local([u for u in plan.todo if u is not trained_unit], build, desc=f"index {name}")
+    # The heavy work runs in Ray tasks on workers, each asking for the memory its rows need; the driver holds
+    # manifests only. num_gpus is what a use_gpu setting would request for them.
+    common = {"run_uri": run.worker_uri, "folder": folder, "folders": source.folders, "rows": source.rows,
+              "params": params, "use_gpu": cfg.use_gpu}
+    if trained_unit is not None and any(u is trained_unit for u in plan.todo):
+        runner.run_tasks([trained_unit], train_task, {**common, "ntrain": ntrain},
+                         memory=lambda u: task_memory(shard_bytes(ntrain, dim), copies=3), num_gpus=num_gpus,
+                         desc=f"index {name} (train)", on_result=counted)
+    build_units = [u for u in plan.todo if u is not trained_unit]
+    if trained_unit is not None and trained_unit.name not in runner.markers():
+        for unit in build_units:
+            runner.prepare(unit)
+            runner.fail(unit, "RuntimeError: the IVF-PQ template could not be trained")
+    else:
+        # vectors, the Arrow rows they are read from, and the index (a flat index is a copy of the vectors)
+        runner.run_tasks(build_units, build_task, {**common, "trained": TRAINED if trained_unit else None},
+                         memory=lambda u: task_memory(shard_bytes(int(u.expected or 0), dim), copies=3),
+                         num_gpus=num_gpus, desc=f"index {name}", on_result=counted)
     encoders = sorted(set(source.encoders))
     if not runner.failed:
         manifest = {
@@ -194,7 +245,7 @@ def run_index(config: Config, name: str) -> StageSummary:
         }
         run.write_json(manifest_rel, manifest)  # written last: its presence means complete
     runner.summary.extra.update({"index type": params["type"], "vectors": source.total, "index shards": n_shards,
-                                 "device": "gpu" if use_gpu else "cpu"})
+                                 "device": ",".join(sorted(devices)) or "none (nothing built)"})
     return runner.close()
 
 

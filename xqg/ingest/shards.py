@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import posixpath
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -39,22 +40,31 @@ def split_by_shard(table: pa.Table, shards: np.ndarray) -> list[tuple[int, pa.Ta
     return [(int(sorted_shards[s]), taken.slice(s, e - s)) for s, e in zip(starts, ends)]
 
 
-def split_duplicates(table: pa.Table, key: str = "docid") -> tuple[pa.Table, pa.Table]:
-    """(rows whose key is seen for the first time, later rows repeating a key); input order is kept."""
-    n = table.num_rows
-    if n == 0 or pc.count_distinct(table[key]).as_py() == n:
-        return table, table.slice(0, 0)
-    index = pa.table({key: table[key], "_row": pa.array(np.arange(n, dtype=np.int64))})
-    first = index.group_by(key, use_threads=False).aggregate([("_row", "min")])["_row_min"].to_numpy()
+def first_seen(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A mask: True where a key occurs for the first time (in order), False where it repeats an earlier one."""
+    n = len(keys)
+    if n == 0 or pc.count_distinct(keys).as_py() == n:
+        return np.ones(n, dtype=bool)
+    index = pa.table({"key": keys, "_row": pa.array(np.arange(n, dtype=np.int64))})
+    first = index.group_by("key", use_threads=False).aggregate([("_row", "min")])["_row_min"].to_numpy()
     keep = np.zeros(n, dtype=bool)
     keep[first] = True
+    return keep
+
+
+def split_duplicates(table: pa.Table, key: str = "docid") -> tuple[pa.Table, pa.Table]:
+    """(rows whose key is seen for the first time, later rows repeating a key); input order is kept."""
+    keep = first_seen(table[key])
+    if keep.all():
+        return table, table.slice(0, 0)
     return table.filter(pa.array(keep)), table.filter(pa.array(~keep))
 
 
 class ShardSpool:
-    """Streams tables into one staging Parquet file per shard, buffering so row groups stay large."""
+    """Streams tables into one staging Parquet file per shard, buffering at most buffer_bytes (the driver's memory
+    must not grow with the corpus: a corpus of any size passes through the same buffer)."""
 
-    def __init__(self, run: RunDir, rel: str, schema: pa.Schema, buffer_bytes: int = 256 << 20) -> None:
+    def __init__(self, run: RunDir, rel: str, schema: pa.Schema, buffer_bytes: int = 16 << 20) -> None:
         self.run, self.rel, self.schema, self.buffer_bytes = run, rel, schema, buffer_bytes
         self._buffers: dict[int, list[pa.Table]] = {}
         self._buffered = 0
@@ -99,6 +109,20 @@ class ShardSpool:
         if shard not in self.rows:
             return self.schema.empty_table()
         return pq.read_table(self.path(shard), filesystem=self.run.fs, schema=self.schema)
+
+    def column(self, shard: int, name: str) -> pa.ChunkedArray:
+        """One column of a shard's staged rows, in input order (read alone: a small part of the rows' bytes)."""
+        if shard not in self.rows:
+            return pa.chunked_array([], self.schema.field(name).type)
+        return pq.read_table(self.path(shard), filesystem=self.run.fs, columns=[name])[name]
+
+    def iter_tables(self, shard: int) -> Iterator[pa.Table]:
+        """A shard's staged rows in input order, one staged row group at a time."""
+        if shard not in self.rows:
+            return
+        pf = pq.ParquetFile(self.path(shard), filesystem=self.run.fs)
+        for g in range(pf.metadata.num_row_groups):
+            yield pf.read_row_group(g).cast(self.schema)
 
     def remove(self) -> None:
         """Delete the staging folder."""

@@ -10,13 +10,14 @@ import time
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from xqg.config import Config, QuerySetConfig
 from xqg.ingest.corpus import PASSAGE_SCHEMA, detect_format, read_passages
 from xqg.ingest.lines import raw_text
 from xqg.ingest.queries import read_query_set
-from xqg.ingest.shards import ShardSpool, shard_of, split_duplicates
+from xqg.ingest.shards import ShardSpool, first_seen, shard_of
 from xqg.layout import INGEST, PART, corpus_dir, corpus_unit, query_set_dir, query_set_unit
 from xqg.rundir import RunDir
 from xqg.runner import StageRunner, Unit
@@ -31,6 +32,10 @@ STAGING = "_tmp/ingest"
 # A corpus whose first rows are all rejected is not the corpus it is said to be (the wrong format, a binary
 # file): stop there instead of spooling millions of rejects.
 GIVE_UP_AFTER_ROWS = 100_000
+# The driver's memory while ingesting is bounded by these and the reader's block (xqg.ingest.lines.BLOCK_BYTES),
+# whatever the corpus size: rows staged per flush, and the size of a corpus shard's row groups.
+SPOOL_BYTES = 16 << 20
+ROW_GROUP_BYTES = 16 << 20
 
 
 def corpus_units(config: Config) -> tuple[list[Unit], Unit]:
@@ -108,7 +113,7 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
     source, n = str(config.corpus.path), config.corpus.num_shards
     fmt = detect_format(source, config.corpus.format)
     _clear_corpus(run, runner, [*shards, whole])
-    spool = ShardSpool(run, STAGING, PASSAGE_SCHEMA)
+    spool = ShardSpool(run, STAGING, PASSAGE_SCHEMA, buffer_bytes=SPOOL_BYTES)
     read_rejects: list[dict[str, Any]] = []
     rows_in = rows_out = duplicates = kept = 0
     stopped = False
@@ -138,19 +143,13 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
         spool.close()
         read_seconds = time.perf_counter() - read_start
         for shard in tqdm(range(n), desc="write corpus shards", unit=" shards", mininterval=1.0):
-            staged = spool.read(shard)
-            kept, dups = split_duplicates(staged)
             unit = shards[shard].name
-            run.write_table(posixpath.join(corpus_dir(shard), PART), kept)
-            dup_rows = [
-                {"key": r["docid"], "reason": "duplicate docid (first kept)", "raw": raw_text(json.dumps(r, ensure_ascii=False))}
-                for r in dups.to_pylist()
-            ]
+            staged, kept_rows, dup_rows = write_corpus_shard(run, spool, shard)
             shard_rejected = run.write_rejects(STAGE, unit, dup_rows)
             # Counted as part of the whole pass (below); an empty shard of a small corpus is fine.
-            runner.finish(shards[shard], rows_in=staged.num_rows, rows_out=kept.num_rows, rejected=shard_rejected,
+            runner.finish(shards[shard], rows_in=staged, rows_out=kept_rows, rejected=shard_rejected,
                           count=False, empty_ok=True)
-            rows_out += kept.num_rows
+            rows_out += kept_rows
             duplicates += shard_rejected
         rejected = run.write_rejects(STAGE, CORPUS_UNIT, read_rejects) + duplicates
         if duplicates:
@@ -172,6 +171,39 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
     if reasons:
         summary.extra["corpus rejects"] = dict(reasons.most_common())
     log.info("corpus: %d in, %d out, %d rejected", rows_in, rows_out, rejected)
+
+
+def write_corpus_shard(run: RunDir, spool: ShardSpool, shard: int,
+                       row_group_bytes: int | None = None) -> tuple[int, int, list[dict[str, Any]]]:
+    """Write a shard's staged rows minus repeated docids to corpus/shard=NNNNN, streaming: only its docid column
+    and one row group are in memory at once. Returns (rows staged, rows written, the duplicate rows as rejects)."""
+    row_group_bytes = row_group_bytes or ROW_GROUP_BYTES
+    keep = first_seen(spool.column(shard, "docid"))
+    path = run.path(posixpath.join(corpus_dir(shard), PART))
+    run.fs.create_dir(posixpath.dirname(path), recursive=True)
+    dup_rows: list[dict[str, Any]] = []
+    parts: list[pa.Table] = []
+    buffered = offset = written = 0
+    with pq.ParquetWriter(path, PASSAGE_SCHEMA, filesystem=run.fs, compression="zstd") as writer:
+        for table in spool.iter_tables(shard):
+            mask = keep[offset:offset + table.num_rows]
+            offset += table.num_rows
+            if not mask.all():
+                dup_rows += [
+                    {"key": r["docid"], "reason": "duplicate docid (first kept)",
+                     "raw": raw_text(json.dumps(r, ensure_ascii=False))}
+                    for r in table.filter(pa.array(~mask)).to_pylist()
+                ]
+                table = table.filter(pa.array(mask))
+            parts.append(table)
+            buffered += table.nbytes
+            written += table.num_rows
+            if buffered >= row_group_bytes:  # row groups of a useful size, whatever the staging flushes were
+                writer.write_table(pa.concat_tables(parts))
+                parts, buffered = [], 0
+        if any(t.num_rows for t in parts) or not written:  # an empty shard: one empty row group, as pq.write_table
+            writer.write_table(pa.concat_tables(parts) if parts else PASSAGE_SCHEMA.empty_table())
+    return offset, written, dup_rows
 
 
 def _format_hint(fmt: str, rejects: list[dict[str, Any]]) -> str:

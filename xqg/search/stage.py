@@ -9,6 +9,7 @@ import numpy as np
 
 from xqg.config import Config
 from xqg.encode.vectors import vector_matrix
+from xqg.index.build import searcher_memory
 from xqg.index.stage import read_manifest
 from xqg.layout import (
     ENCODE,
@@ -33,9 +34,10 @@ log = logging.getLogger(__name__)
 
 def search_shards(
     run_uri: str, folder: str, shards: list[dict[str, Any]], queries: Any, depth: int, batch_size: int,
-    nprobe: int, ef_search: int, use_gpu: bool | str | None,
+    nprobe: int, ef_search: int, use_gpu: bool | str | None, memory: list[int] | None = None,
 ) -> list[Any]:
-    """Top-depth per shard from one actor each; an actor is killed as soon as its answer is in (frees its slot)."""
+    """Top-depth per shard from one actor each (asking for memory[i] bytes: Ray then never packs more shards on a
+    node than it holds); an actor is killed as soon as its answer is in (frees its slot)."""
     import ray
 
     from xqg.search.searcher import ShardSearcher
@@ -43,11 +45,13 @@ def search_shards(
 
     gpus = resolve_use_gpu(use_gpu, "search")  # true: the actors wait for GPU nodes
     # Restarted as often as Ray allows (a preempted spot node is not an error); a deterministic error still raises.
-    remote = ray.remote(ShardSearcher).options(num_cpus=0 if gpus else 1, num_gpus=1 if gpus else 0, max_restarts=-1)
+    remote = ray.remote(ShardSearcher)
+    options = {"num_cpus": 0 if gpus else 1, "num_gpus": 1 if gpus else 0, "max_restarts": -1}
     q_ref = ray.put(queries)
     actors, pending = {}, {}
-    for shard in shards:
-        actor = remote.remote(run_uri, folder, shard, nprobe, ef_search, gpus)
+    for i, shard in enumerate(shards):
+        actor = remote.options(**options, memory=memory[i] if memory else None).remote(
+            run_uri, folder, shard, nprobe, ef_search, gpus)
         ref = actor.search.options(max_task_retries=-1).remote(q_ref, depth, batch_size)
         actors[ref], pending[ref] = actor, shard["index"]
     results = {}
@@ -98,6 +102,7 @@ def run_search(config: Config, index_name_: str, query_set: str | None = None) -
         parts = search_shards(
             run.worker_uri, index_dir(name), manifest["shards"], queries, config.search.depth,
             config.search.batch_size, config.index.nprobe, config.index.ef_search, config.search.use_gpu,
+            memory=[searcher_memory(manifest["params"], manifest["dim"], int(sh["rows"])) for sh in manifest["shards"]],
         )
         merged = merge_topk(parts, config.search.depth)
         tsv, trec = write_run(run, rname, table["qid"].combine_chunks(), merged)

@@ -1,0 +1,160 @@
+"""cluster.yaml as a new user runs it (`ray up`): permissions, placement, syncing, and an idempotent set-up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SETUP = REPO / "cluster" / "setup_node.sh"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    return yaml.safe_load((REPO / "cluster.yaml").read_text())
+
+
+def workers(cluster: dict) -> dict[str, dict]:
+    return {k: v for k, v in cluster["available_node_types"].items() if k != cluster["head_node_type"]}
+
+
+def test_head_keeps_the_autoscaler_role_and_runs_no_work(cluster):
+    head = cluster["available_node_types"][cluster["head_node_type"]]
+    # A head profile of our own replaces ray-autoscaler-v1, the role that lets the autoscaler launch workers.
+    assert "IamInstanceProfile" not in head["node_config"]
+    assert "IamInstanceProfile" not in cluster.get("head_node", {})
+    assert head["resources"] == {"CPU": 0}, "no task or actor may land on the head"
+
+
+def test_workers_scale_from_zero_on_spot_with_s3_access(cluster):
+    types = workers(cluster)
+    assert types and any("g" in t["node_config"]["InstanceType"][:2] for t in types.values()), "a GPU worker type"
+    for name, t in types.items():
+        assert t["min_workers"] == 0, name
+        assert t["node_config"]["InstanceMarketOptions"] == {"MarketType": "spot"}, name
+        assert t["node_config"]["IamInstanceProfile"] == {"Name": "ray-autoscaler-v1"}, name
+
+
+def test_local_environment_and_outputs_are_never_synced(cluster):
+    assert cluster["file_mounts"] == {"/home/ray/xqg": "."}
+    assert {".venv", "runs", ".git"} <= set(cluster["rsync_exclude"])
+    assert ".gitignore" in cluster["rsync_filter"]
+
+
+def test_nodes_run_the_tested_ray_and_the_idempotent_setup(cluster):
+    from importlib.metadata import version
+
+    assert cluster["docker"]["image"].startswith(f"rayproject/ray:{version('ray')}-py311-gpu")
+    assert cluster["setup_commands"] == ["bash /home/ray/xqg/cluster/setup_node.sh"]
+    assert f"FROM {cluster['docker']['image']}" in (REPO / "cluster" / "Dockerfile").read_text()
+
+
+# A stand-in for the node's python: `-m pip` keeps installed packages as files in a folder (faiss-cpu and
+# faiss-gpu-* both own the `faiss` module, as the real wheels do) and logs every install; `-c` checks faiss.
+FAKE_PYTHON = textwrap.dedent('''
+    import os, re, subprocess, sys
+    state = os.environ["FAKE_SITE"]
+    os.makedirs(state, exist_ok=True)
+    def log(line):
+        with open(os.path.join(state, "_log"), "a") as f:
+            f.write(line + "\\n")
+    def name_of(spec):
+        return re.split(r"[<>=!~\\[ ;]", spec, maxsplit=1)[0].strip()
+    def version_of(spec, index):
+        v = spec.split("==", 1)[1] if "==" in spec else "1.0"
+        return v + ("+cu128" if name_of(spec) == "torch" and "cu128" in (index or "") else "")
+    def install(spec, index=None, force=False):
+        name = name_of(spec)
+        path = os.path.join(state, name)
+        if os.path.exists(path) and not force:
+            return
+        open(path, "w").write(version_of(spec, index))
+        if name.startswith("faiss"):
+            open(os.path.join(state, "_faiss_module"), "w").write(name)
+        log("install " + name)
+    args = sys.argv[1:]
+    if args[:2] == ["-m", "pip"]:
+        cmd, rest = args[2], args[3:]
+        if cmd == "show":
+            path = os.path.join(state, rest[0])
+            if not os.path.exists(path):
+                sys.exit(1)
+            print("Name: " + rest[0] + "\\nVersion: " + open(path).read())
+        elif cmd == "uninstall":
+            for name in [r for r in rest if not r.startswith("-")]:
+                if os.path.exists(os.path.join(state, name)):
+                    os.remove(os.path.join(state, name))
+                    if name.startswith("faiss") and os.path.exists(os.path.join(state, "_faiss_module")):
+                        os.remove(os.path.join(state, "_faiss_module"))  # the shared module goes with it
+                    log("uninstall " + name)
+        elif cmd == "install":
+            index, force, specs, i = None, "--force-reinstall" in rest, [], 0
+            while i < len(rest):
+                a = rest[i]
+                if a in ("--index-url", "-c"):
+                    index = rest[i + 1] if a == "--index-url" else index
+                    i += 2
+                    continue
+                if a == "-r":
+                    specs += [l.strip() for l in open(rest[i + 1]) if l.strip()]
+                    i += 2
+                    continue
+                if a == "-e":
+                    specs.append("xqg")
+                    i += 2
+                    continue
+                if not a.startswith("-"):
+                    specs.append(a)
+                i += 1
+            for s in specs:
+                install(s, index, force)
+    elif args[:1] == ["-c"]:
+        module = open(os.path.join(state, "_faiss_module")).read() if os.path.exists(os.path.join(state, "_faiss_module")) else ""
+        sys.exit(0 if module.startswith("faiss-gpu") else "faiss is not the GPU build: " + (module or "missing"))
+    elif args[:1] == ["-"]:
+        sys.exit(subprocess.run([sys.executable, "-"], stdin=sys.stdin).returncode)
+''')
+
+
+def run_setup(tmp_path: Path) -> subprocess.CompletedProcess:
+    fake = tmp_path / "fake_python.py"
+    fake.write_text(FAKE_PYTHON)
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(wrapper), "XQG_DIR": str(REPO), "FAKE_SITE": str(tmp_path / "site"),
+           "XQG_SETUP_STATE": str(tmp_path / "state")}
+    return subprocess.run(["bash", str(SETUP)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def installs(tmp_path: Path) -> list[str]:
+    log = tmp_path / "site" / "_log"
+    return log.read_text().split("\n")[:-1] if log.exists() else []
+
+
+def test_setup_twice_installs_once_and_never_puts_faiss_cpu_over_faiss_gpu(tmp_path):
+    first = run_setup(tmp_path)
+    assert first.returncode == 0, first.stderr
+    done = installs(tmp_path)
+    assert "install torch" in done and "install faiss-gpu-cu12" in done and "install xqg" in done
+    assert "install faiss-cpu" not in done
+    assert (tmp_path / "site" / "torch").read_text() == "2.13.0+cu128", "the pinned CUDA build"
+    again = run_setup(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert installs(tmp_path) == done, "a second set-up changes nothing"
+
+
+def test_setup_repairs_a_node_where_faiss_cpu_was_installed(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "faiss-cpu").write_text("1.9.0")  # what `pip install -e .` leaves
+    (site / "_faiss_module").write_text("faiss-cpu")
+    result = run_setup(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (site / "faiss-cpu").exists() and (site / "_faiss_module").read_text() == "faiss-gpu-cu12"
