@@ -64,12 +64,13 @@ def fuse_languages(config: Config) -> list[str]:
     return sorted(dict.fromkeys(normalise_code(c) for c in langs))
 
 
-def choose_variant(encoded: dict[str, dict[str, Any]], k: int | None) -> str:
-    """embeddings/generated (all queries) or generated-k{k}; the full sums serve k when no list is longer than k."""
-    full = generated_variant(None)
+def choose_variant(encoded: dict[str, dict[str, Any]], k: int | None, setting: str | None = None) -> str:
+    """embeddings/generated (all queries) or generated-k{k} (of the setting); the full sums serve k when no list is
+    longer than k."""
+    full = generated_variant(None, setting)
     if k is None:
         return full
-    variant = generated_variant(k)
+    variant = generated_variant(k, setting)
     if any((p := parse_generated_sum_unit(u)) and p[0] == variant for u in encoded):
         return variant
     full_units = [u for u in encoded if (p := parse_generated_sum_unit(u)) and p[0] == full]
@@ -88,11 +89,12 @@ def plan_units(runner: StageRunner, config: Config) -> tuple[list[Unit], list[st
     name = fused_set(config)
     shards = runner.run.corpus_shards()
     encoded = runner.markers(ENCODE)
-    missing_p = [s for s in shards if passages_unit(s) not in encoded]
+    setting = config.setting
+    missing_p = [s for s in shards if passages_unit(s, setting) not in encoded]
     if missing_p:
         raise FileNotFoundError(f"passage embeddings missing for shards {missing_p[:10]}: run jobs/encode.py --target passages")
     k = config.fuse.num_queries
-    variant = choose_variant(encoded, k)
+    variant = choose_variant(encoded, k, setting)
     languages = fuse_languages(config)
     gaps = [(lang, s) for lang in languages for s in shards if generated_sum_unit(variant, lang, s) not in encoded]
     if gaps:
@@ -106,7 +108,7 @@ def plan_units(runner: StageRunner, config: Config) -> tuple[list[Unit], list[st
     params = {"alpha": f.alpha, "reduce": f.reduce, "num_queries": k, "variant": variant, "languages": languages}
     units = []
     for s in shards:
-        p = encoded[passages_unit(s)]
+        p = encoded[passages_unit(s, setting)]
         gen = {lang: marker_fingerprint(encoded[generated_sum_unit(variant, lang, s)]) for lang in languages}
         units.append(Unit(
             fused_unit(name, s), {"passages": marker_fingerprint(p), "generated": gen, **params},
@@ -126,7 +128,7 @@ def run_fuse(config: Config) -> StageSummary:
 
     def fuse_shard(unit: Unit) -> dict[str, Any]:
         shard = unit.payload["shard"]
-        ptable = run.read_dir(embeddings_dir(passages_unit(shard)), columns=["docid", "embedding"])
+        ptable = run.read_dir(embeddings_dir(passages_unit(shard, config.setting)), columns=["docid", "embedding"])
         emb = vector_matrix(ptable["embedding"])
         docids = ptable["docid"].combine_chunks()
         gen = [
