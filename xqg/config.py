@@ -230,6 +230,9 @@ class TrainDRConfig(Strict):
         "ids (Tevatron's, the paper's); title_text_pair = tokenizer(title, text); text = text only. Recorded in "
         "models/dr/xqg_dr.json; the encode stage encodes the model the same way.",
     )
+    languages: list[str] | None = Field(
+        None, description="Train only on examples of these languages (e.g. [en]: zero-shot); None = every example."
+    )
     num_workers: int = Field(2, ge=1)
     use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
     checkpoint_every_steps: int = Field(500, ge=1)
@@ -242,6 +245,29 @@ class TrainDRConfig(Strict):
     )
     log_every_steps: int = Field(10, ge=1)
     fail_at_step: int | None = Field(None, ge=1, description="Testing only: one worker process dies once at this step.")
+
+
+class SettingConfig(Strict):
+    """Another bi-encoder evaluated on the same corpus and generated queries, e.g. zero-shot (trained on English).
+
+    Its train_dr, encode, fuse, index, search and evaluate outputs carry the setting's name (models/dr-<name>,
+    embeddings/passages-<name>/, index/baseline-<name>, runs/<fuse name>-<name>.tsv, ...), so both settings live
+    in one run directory and each is fingerprinted and resumed on its own.
+    """
+
+    name: str
+    train_languages: list[str] = Field(description="train_dr.languages of this setting (zero-shot: [en]).")
+    label: str = Field("", description="Heading in the report; empty = the name.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_part(cls, v: str) -> str:
+        return check_name("settings.name", v)
+
+    @field_validator("train_languages")
+    @classmethod
+    def _languages_known(cls, v: list[str]) -> list[str]:
+        return [normalise_code(c) for c in v]
 
 
 class EncodeConfig(Strict):
@@ -278,7 +304,7 @@ class FuseConfig(Strict):
     @classmethod
     def _name_is_a_path_part(cls, v: str) -> str:
         check_name("fuse.name", v)
-        if v in ("baseline", "passages"):
+        if v in ("baseline", "passages") or v.startswith("baseline-"):
             raise ValueError(f"fuse.name {v!r} is reserved for the baseline index; choose another name")
         return v
 
@@ -356,6 +382,12 @@ class Config(Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    settings: list[SettingConfig] = Field(
+        default_factory=list, description="Further bi-encoder settings the pipeline runs after the main one."
+    )
+    setting: str | None = Field(
+        None, description="Run the bi-encoder stages of this named setting (the pipeline sets it); None = the main one."
+    )
 
     @field_validator("languages")
     @classmethod
@@ -372,6 +404,11 @@ class Config(Strict):
         names = [q.name for q in self.queries]
         if len(set(names)) != len(names):
             raise ValueError(f"query set names must be unique, got {names}")
+        settings = [s.name for s in self.settings]
+        if len(set(settings)) != len(settings):
+            raise ValueError(f"setting names must be unique, got {settings}")
+        if self.setting is not None and self.setting not in settings:
+            raise ValueError(f"setting {self.setting!r} is not one of settings {settings}")
         # Each backend checks what it can before any work starts (e.g. vllm: no encoder-decoder generator).
         from xqg.generate.backends import backend_class
 
@@ -381,6 +418,14 @@ class Config(Strict):
         generator = self.generate.model if self.generate.model is not None else self.train_qg.model
         backend.validate_compute_type(generator, self.generate.compute_type)  # e.g. no mT5 in float16
         return self
+
+    def for_setting(self, name: str) -> Config:
+        """This config running the bi-encoder stages of one named setting (its train_dr.languages applied)."""
+        found = next((s for s in self.settings if s.name == name), None)
+        if found is None:
+            raise ValueError(f"setting {name!r} is not one of settings {[s.name for s in self.settings]}")
+        train_dr = self.train_dr.model_copy(update={"languages": found.train_languages})
+        return self.model_copy(update={"setting": name, "train_dr": train_dr})
 
     def to_yaml(self) -> str:
         """The resolved config as YAML."""

@@ -66,12 +66,13 @@ def fuse_languages(config: Config) -> list[str]:
     return sorted(dict.fromkeys(normalise_code(c) for c in langs))
 
 
-def choose_variant(encoded: dict[str, dict[str, Any]], k: int | None) -> str:
-    """embeddings/generated (all queries) or generated-k{k}; the full sums serve k when no list is longer than k."""
-    full = generated_variant(None)
+def choose_variant(encoded: dict[str, dict[str, Any]], k: int | None, setting: str | None = None) -> str:
+    """embeddings/generated (all queries) or generated-k{k} (of the setting); the full sums serve k when no list is
+    longer than k."""
+    full = generated_variant(None, setting)
     if k is None:
         return full
-    variant = generated_variant(k)
+    variant = generated_variant(k, setting)
     if any((p := parse_generated_sum_unit(u)) and p[0] == variant for u in encoded):
         return variant
     full_units = [u for u in encoded if (p := parse_generated_sum_unit(u)) and p[0] == full]
@@ -90,11 +91,12 @@ def plan_units(runner: StageRunner, config: Config) -> tuple[list[Unit], list[st
     name = fused_set(config)
     shards = runner.run.corpus_shards()
     encoded = runner.markers(ENCODE)
-    missing_p = [s for s in shards if passages_unit(s) not in encoded]
+    setting = config.setting
+    missing_p = [s for s in shards if passages_unit(s, setting) not in encoded]
     if missing_p:
         raise FileNotFoundError(f"passage embeddings missing for shards {missing_p[:10]}: run jobs/encode.py --target passages")
     k = config.fuse.num_queries
-    variant = choose_variant(encoded, k)
+    variant = choose_variant(encoded, k, setting)
     languages = fuse_languages(config)
     gaps = [(lang, s) for lang in languages for s in shards if generated_sum_unit(variant, lang, s) not in encoded]
     if gaps:
@@ -108,11 +110,11 @@ def plan_units(runner: StageRunner, config: Config) -> tuple[list[Unit], list[st
     params = {"alpha": f.alpha, "reduce": f.reduce, "num_queries": k, "variant": variant, "languages": languages}
     units = []
     for s in shards:
-        p = encoded[passages_unit(s)]
+        p = encoded[passages_unit(s, setting)]
         gen = {lang: marker_fingerprint(encoded[generated_sum_unit(variant, lang, s)]) for lang in languages}
         units.append(Unit(
             fused_unit(name, s), {"passages": marker_fingerprint(p), "generated": gen, **params},
-            payload={"shard": s, "encoder": (p.get("inputs") or {}).get("encoder")}, expected=int(p["rows_out"]),
+            payload={"shard": s, "passages": passages_unit(s, setting), "encoder": (p.get("inputs") or {}).get("encoder")}, expected=int(p["rows_out"]),
         ))
     return units, languages, variant
 
@@ -122,7 +124,7 @@ def fuse_shard(payload: dict[str, Any], *, run_uri: str, variant: str, languages
     """Fuse one shard (a Ray task on a worker): read its passage vectors and query sums, write fused/<name>/."""
     run = RunDir(run_uri)
     shard = payload["shard"]
-    ptable = run.read_dir(embeddings_dir(passages_unit(shard)), columns=["docid", "embedding"])
+    ptable = run.read_dir(embeddings_dir(payload["passages"]), columns=["docid", "embedding"])
     emb = vector_matrix(ptable["embedding"])
     docids = ptable["docid"].combine_chunks()
     gen = (  # one language in memory at a time
@@ -160,7 +162,7 @@ def run_fuse(config: Config) -> StageSummary:
 
     if plan.todo:
         run.write_config(config, FUSE)
-        first = embeddings_dir(passages_unit(plan.todo[0].payload["shard"]))
+        first = embeddings_dir(plan.todo[0].payload["passages"])
         dim = stored_width(run.fs, run.parquet_files(first), "embedding")
         for unit in plan.todo:
             unit.payload["unit"] = unit.name

@@ -25,6 +25,26 @@ PASSAGES, GENERATED, QUERIES = "passages", "generated", "queries"
 BASELINE = "baseline"
 
 
+# ---- settings ----------------------------------------------------------------------------------------------
+# A named bi-encoder setting (config.settings, e.g. zero-shot) suffixes every name the bi-encoder side owns: its
+# model (models/dr-<s>), embeddings (passages-<s>/, generated[-kK]-<s>/, queries-<s>/), fused set, indexes, runs
+# and report. The main setting (None) keeps the plain names.
+def setting_suffix(setting: str | None) -> str:
+    """'' for the main setting, '-<name>' for a named one."""
+    return "" if setting is None else f"-{check_name('setting', setting)}"
+
+
+def dr_name(setting: str | None = None) -> str:
+    """models/<dr_name>: 'dr', or 'dr-<setting>'."""
+    return f"dr{setting_suffix(setting)}"
+
+
+def training_unit(kind: str, name: str) -> str:
+    """A training's marker ('model' or 'data'); a setting's bi-encoder ('dr-<s>') gets 'model-<s>', 'data-<s>'."""
+    _, _, setting = name.partition("-")
+    return f"{kind}-{setting}" if setting else kind
+
+
 # ---- ingest ------------------------------------------------------------------------------------------------
 def corpus_unit(shard: int) -> str:
     """shard=NNNNN: an ingest unit and its corpus folder's name."""
@@ -66,14 +86,26 @@ def parse_lang_shard(unit: str) -> tuple[str, int] | None:
 
 
 # ---- encode ------------------------------------------------------------------------------------------------
-def generated_variant(num_queries: int | None) -> str:
-    """Folder of the generated-query sums: 'generated' (all queries) or 'generated-k{k}' (first k of each list)."""
-    return GENERATED if num_queries is None else f"{GENERATED}-k{num_queries}"
+def generated_variant(num_queries: int | None, setting: str | None = None) -> str:
+    """Folder of the generated-query sums: 'generated' (all queries) or 'generated-k{k}' (first k of each list),
+    '-<setting>' appended for a named setting."""
+    base = GENERATED if num_queries is None else f"{GENERATED}-k{num_queries}"
+    return base + setting_suffix(setting)
 
 
-def passages_unit(shard: int) -> str:
-    """passages/shard=NNNNN."""
-    return posixpath.join(PASSAGES, shard_name(shard))
+def passages_target(setting: str | None = None) -> str:
+    """First folder of the passage embeddings: 'passages' or 'passages-<setting>'."""
+    return PASSAGES + setting_suffix(setting)
+
+
+def queries_target(setting: str | None = None) -> str:
+    """First folder of the query-set embeddings: 'queries' or 'queries-<setting>'."""
+    return QUERIES + setting_suffix(setting)
+
+
+def passages_unit(shard: int, setting: str | None = None) -> str:
+    """passages[-<setting>]/shard=NNNNN."""
+    return posixpath.join(passages_target(setting), shard_name(shard))
 
 
 def generated_sum_unit(variant: str, lang: str, shard: int) -> str:
@@ -81,9 +113,9 @@ def generated_sum_unit(variant: str, lang: str, shard: int) -> str:
     return posixpath.join(variant, generated_unit(lang, shard))
 
 
-def queries_unit(name: str) -> str:
-    """queries/<set>."""
-    return posixpath.join(QUERIES, check_name("query set", name))
+def queries_unit(name: str, setting: str | None = None) -> str:
+    """queries[-<setting>]/<set>."""
+    return posixpath.join(queries_target(setting), check_name("query set", name))
 
 
 def embeddings_dir(unit: str) -> str:
@@ -102,8 +134,24 @@ def parse_generated_sum_unit(unit: str) -> tuple[str, str, int] | None:
 
 # ---- fuse, index -------------------------------------------------------------------------------------------
 def fused_set(config: Config) -> str:
-    """The configured fused set's name (checked with the config: a plain name, never 'baseline')."""
-    return config.fuse.name
+    """The configured fused set's name (checked with the config: a plain name, never 'baseline'), '-<setting>'
+    appended for a named setting."""
+    return config.fuse.name + setting_suffix(config.setting)
+
+
+def baseline_index(config: Config) -> str:
+    """The baseline index of the config's setting: 'baseline' or 'baseline-<setting>'."""
+    return BASELINE + setting_suffix(config.setting)
+
+
+def is_baseline(name: str) -> bool:
+    """Whether an index name is a baseline (passage embeddings alone) of some setting."""
+    return name in (BASELINE, PASSAGES) or name.startswith(f"{BASELINE}-")
+
+
+def baseline_setting(name: str) -> str | None:
+    """The setting a baseline index belongs to: 'baseline-zero_shot' -> 'zero_shot', 'baseline' -> None."""
+    return name[len(BASELINE) + 1:] if name.startswith(f"{BASELINE}-") else None
 
 
 def fused_unit(name: str, shard: int) -> str:
@@ -132,8 +180,9 @@ def index_unit(name: str, shard: int) -> str:
 
 
 def index_names(config: Config) -> list[str]:
-    """The baseline (passage embeddings alone) and the +xQG (fused) index, compared by evaluate."""
-    return [BASELINE, fused_set(config)]
+    """The baseline (passage embeddings alone) and the +xQG (fused) index of the config's setting, compared by
+    evaluate."""
+    return [baseline_index(config), fused_set(config)]
 
 
 # ---- search, evaluate --------------------------------------------------------------------------------------

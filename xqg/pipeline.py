@@ -13,10 +13,18 @@ from xqg.summary import StageSummary
 
 @dataclass(frozen=True)
 class Step:
-    """One stage of the pipeline and how to run it."""
+    """One stage of the pipeline and how to run it; a bi-encoder stage runs once per setting (config.settings)."""
 
     stage: str
     run: Callable[[Config], list[StageSummary]]
+    per_setting: bool = False
+
+
+def setting_configs(config: Config) -> list[Config]:
+    """The config of every bi-encoder setting: the main one, then each of config.settings (unless one is chosen)."""
+    if config.setting is not None:
+        return [config]
+    return [config, *(config.for_setting(s.name) for s in config.settings)]
 
 
 def _ingest(config: Config) -> list[StageSummary]:
@@ -81,12 +89,12 @@ PIPELINE: tuple[Step, ...] = (
     Step("ingest", _ingest),
     Step("train_qg", _train_qg),
     Step("generate", _generate),
-    Step("train_dr", _train_dr),
-    Step("encode", _encode),
-    Step("fuse", _fuse),
-    Step("index", _index),
-    Step("search", _search),
-    Step("evaluate", _evaluate),
+    Step("train_dr", _train_dr, per_setting=True),
+    Step("encode", _encode, per_setting=True),
+    Step("fuse", _fuse, per_setting=True),
+    Step("index", _index, per_setting=True),
+    Step("search", _search, per_setting=True),
+    Step("evaluate", _evaluate),  # one report of every setting
 )
 
 
@@ -102,6 +110,11 @@ def select_steps(start: str | None = None, only: list[str] | None = None) -> lis
     return list(PIPELINE)
 
 
+def _labelled(summaries: list[StageSummary], setting: str | None) -> list[StageSummary]:
+    """A named setting's summaries say which setting they are of."""
+    return summaries if setting is None else [replace(s, stage=f"{s.stage} [{setting}]") for s in summaries]
+
+
 def run_pipeline(config: Config, start: str | None = None, only: list[str] | None = None) -> list[StageSummary]:
     """Run the selected stages in order, printing each stage's summary; return them plus an overall one."""
     began = time.perf_counter()
@@ -109,7 +122,8 @@ def run_pipeline(config: Config, start: str | None = None, only: list[str] | Non
     report = ""
     for step in select_steps(start, only):
         print(f"\n>>> {step.stage}", flush=True)
-        for s in step.run(config):
+        configs = setting_configs(config) if step.per_setting else [config]
+        for s in (s for c in configs for s in _labelled(step.run(c), c.setting)):
             if s.stage == "evaluate":  # the report table goes last, under the overall summary
                 report, s = s.message, replace(s, message="")
             print(s.render(), flush=True)

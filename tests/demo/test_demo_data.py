@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from xqg.demo.data import DEV_LANGS, TRAIN_LANGS, make_demo_data
+from xqg.demo.data import DEV_LANGS, TRAIN_LANGS, make_demo_data, make_passages
 
-FILES = ("passages.jsonl", "dev.jsonl", "train.jsonl", "README.md")
+FILES = ("passages.jsonl", "dev.jsonl", "heldout.jsonl", "train.jsonl", "README.md")
 COMMITTED = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 
@@ -31,10 +34,11 @@ def test_counts(demo: Path) -> None:
     assert counts == {
         "passages": len(_read_jsonl(demo / "passages.jsonl")),
         "dev": len(_read_jsonl(demo / "dev.jsonl")),
+        "heldout": len(_read_jsonl(demo / "heldout.jsonl")),
         "train": len(_read_jsonl(demo / "train.jsonl")),
     }
-    assert counts["passages"] == 240
-    assert 700 <= counts["train"] <= 1000
+    assert counts["passages"] == 2000
+    assert counts["dev"] == counts["heldout"] == 280 and counts["train"] == 1000
 
 
 def test_deterministic(demo: Path, tmp_path: Path) -> None:
@@ -64,7 +68,7 @@ def test_dev(demo: Path) -> None:
     assert len({d["id"] for d in dev}) == len(dev)
     per_lang = Counter(d["lang"] for d in dev)
     assert set(per_lang) == set(DEV_LANGS)
-    assert min(per_lang.values()) >= 25
+    assert min(per_lang.values()) >= 40
     for d in dev:
         assert set(d) == {"id", "question", "answers", "lang", "docid"}
         assert d["answers"] and all(a in texts[d["docid"]] for a in d["answers"]), d["id"]
@@ -73,9 +77,17 @@ def test_dev(demo: Path) -> None:
 def test_train(demo: Path) -> None:
     texts = {p["docid"]: p["text"] for p in _read_jsonl(demo / "passages.jsonl")}
     dev = _read_jsonl(demo / "dev.jsonl")
+    heldout = _read_jsonl(demo / "heldout.jsonl")
     train = _read_jsonl(demo / "train.jsonl")
     assert len({t["query_id"] for t in train}) == len(train)
-    assert set(Counter(t["lang"] for t in train)) == set(TRAIN_LANGS)
+    langs = Counter(t["lang"] for t in train)
+    assert set(langs) == set(TRAIN_LANGS)
+    # half English (the zero-shot bi-encoder's training set), half the paper languages in turn
+    assert langs["en"] == len(train) // 2 and min(langs[lang] for lang in DEV_LANGS) >= len(train) // 2 // 7
+    # no training question is about a dev or held-out passage: those are unseen in training
+    evaluated = {d["docid"] for d in dev + heldout}
+    assert not evaluated & {t["positive_passages"][0]["docid"] for t in train}
+    assert not {d["docid"] for d in dev} & {d["docid"] for d in heldout}
     dev_pairs = {(d["docid"], d["answers"][0]) for d in dev}
     for t in train:
         (pos,) = t["positive_passages"]
@@ -89,9 +101,28 @@ def test_train(demo: Path) -> None:
         assert (pos["docid"], t["answers"][0]) not in dev_pairs
 
 
+def test_most_passages_have_near_duplicates_that_differ_only_in_names_and_numbers(demo: Path) -> None:
+    passages = _read_jsonl(demo / "passages.jsonl")
+    # names and numbers masked: near-duplicates read the same
+    shape = Counter(re.sub(r"[A-Z][a-z]+|\d[\d,]*", "#", p["text"]) for p in passages)
+    with_twin = sum(n for n in shape.values() if n > 1)
+    assert with_twin >= 0.5 * len(passages)
+    # ... yet no two passages are equal
+    assert len({p["text"] for p in passages}) == len(passages)
+
+
+def test_generator_is_linear_in_passages() -> None:
+    start = time.process_time()  # CPU seconds: the test's own work, whatever else shares the cores
+    passages = make_passages(20_000, random.Random(0))
+    seconds = time.process_time() - start
+    assert len({p.title for p in passages}) == 20_000
+    # The quadratic name bank took 10 s for 2,000 passages and did not finish 20,000 in 5 minutes.
+    assert seconds < 30, f"20,000 passages took {seconds:.1f} CPU s"
+
+
 def test_names_unique_to_passage(demo: Path) -> None:
     passages = _read_jsonl(demo / "passages.jsonl")
-    dev = _read_jsonl(demo / "dev.jsonl")
+    dev = _read_jsonl(demo / "dev.jsonl") + _read_jsonl(demo / "heldout.jsonl")
     for d in dev:
         # The entity name is the Latin-script run in the question; it must occur in the gold passage only.
         name = next(p["title"] for p in passages if p["docid"] == d["docid"]).split(" (")[0]

@@ -93,7 +93,8 @@ def demo_like_run(tmp_path: Path):
     Gold passages sit at ranks spread over 1..120, so some are inside 2,000 tokens, some only inside 5,000 and
     some outside both or absent; the baseline has no ranking at all for a few questions.
     """
-    config = load_config(REPO / "configs" / "demo.yaml", [f"run_dir={tmp_path / 'run'}", "evaluate.permutations=200"])
+    config = load_config(REPO / "configs" / "demo.yaml",
+                         [f"run_dir={tmp_path / 'run'}", "evaluate.permutations=200", "settings=[]"])
     run_ingest(config)
     dev = [json.loads(line) for line in DEV.read_text(encoding="utf-8").splitlines()]
     passages = {p["docid"]: p["text"] for p in map(json.loads, PASSAGES.read_text(encoding="utf-8").splitlines())}

@@ -67,3 +67,28 @@ def test_single_run_report(results, tmp_path):
     assert one["significance"] == {}
     paths = write_report(str(tmp_path), "only", one, {})
     assert "| ar " in open(paths["md"]).read()
+
+
+def test_report_shows_every_setting_and_the_generated_queries(results, tmp_path):
+    base = results["runs"]["baseline"]
+    zero_shot = make_results({"baseline": base, "+xQG": base}, n_permutations=200)  # +xQG changes nothing here
+    generated = {"limit": 2000, "by_lang": {"ar": {"shard": 0, "passages": 3, "queries": 9, "with_entity": 44.4,
+                                                   "samples": [{"docid": "d1", "title": "Velmora", "entity": "Velmora",
+                                                                "query": "متى تأسست Velmora؟"}]}}}
+    paths = write_report(str(tmp_path), "xqg", results, {}, settings={"zero_shot": zero_shot}, generated=generated)
+    doc = json.loads(open(paths["json"], encoding="utf-8").read())
+    # the main setting keeps its keys; the other setting is compared with its own baseline
+    assert set(doc["runs"]) == {"baseline", "+xQG"}
+    assert doc["settings"]["zero_shot"]["significance"]["+xQG"]["R@2kt"]["avg"]["t_p"] == 1.0
+    assert doc["runs"]["+xQG"]["metrics"] != doc["settings"]["zero_shot"]["runs"]["+xQG"]["metrics"]
+    assert doc["generated_queries"]["by_lang"]["ar"]["with_entity"] == 44.4
+    md = open(paths["md"], encoding="utf-8").read()
+    assert "## Setting: zero_shot" in md and "## Generated queries" in md
+    assert "| ar" in md and "44.4" in md and "متى تأسست Velmora؟" in md
+
+
+def test_entity_keys_are_the_rarest_title_words():
+    from xqg.evaluate.generated import entity_keys
+
+    titles = ["Mount Velmora", "Mount Sorith", "Yutova Festival", "Brenna Festival", "Trara Geildiley", "Tedor (river)"]
+    assert entity_keys(titles) == ["Velmora", "Sorith", "Yutova", "Brenna", "Geildiley", "Tedor"]

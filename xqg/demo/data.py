@@ -18,7 +18,11 @@ from typing import Any
 
 DEV_LANGS: tuple[str, ...] = ("ar", "bn", "fi", "ja", "ko", "ru", "te")
 TRAIN_LANGS: tuple[str, ...] = ("en", *DEV_LANGS)
-DEV_PER_LANG = 30
+DEV_PER_LANG = 40
+HELDOUT_PER_LANG = 40  # a second question set on other passages, to tune alpha on (never dev)
+N_TRAIN_PASSAGES = 500  # passages with training questions (disjoint from dev and held-out passages)
+MAX_VARIANTS = 3  # near-duplicates per passage family
+N_PASSAGES = 2000
 N_HARD_NEGATIVES = 4
 N_RANDOM_NEGATIVES = 3  # 1 positive + 7 negatives = the paper's train_n_passages 8
 
@@ -46,9 +50,14 @@ _SURNAME_ENDINGS = ("ard", "vik", "sen", "hart", "wick", "dal", "mont", "quist",
 class NameBank:
     """Hands out invented names that are unique and never nested inside one another."""
 
+    MIN_LEN = 5
+
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
-        self._used: list[str] = []
+        self._used: set[str] = set()  # every name handed out, lower case
+        # Every substring (of MIN_LEN chars or more) of a name handed out: a set lookup replaces a scan of all
+        # earlier names, so the bank is linear in the number of names (a scan made 20,000 passages quadratic).
+        self._inside: set[str] = set()
 
     def _word(self, endings: tuple[str, ...]) -> str:
         rng = self._rng
@@ -65,9 +74,17 @@ class NameBank:
         while True:
             word = self._word(endings)
             low = word.lower()
-            if len(word) >= 5 and not any(low in u or u in low for u in self._used):
-                self._used.append(low)
+            if len(low) < self.MIN_LEN or low in self._inside:
+                continue
+            subs = {low[i:j] for i in range(len(low)) for j in range(i + self.MIN_LEN, len(low) + 1)}
+            if subs.isdisjoint(self._used):
+                self._used.add(low)
+                self._inside |= subs
                 return word
+
+    def is_name(self, value: str) -> bool:
+        """Whether a fact value contains a name this bank handed out (e.g. ``Mount Velmora``)."""
+        return any(word.lower() in self._used for word in value.split())
 
     def place(self) -> str:
         """Return a new invented place-like name, e.g. ``Velmora``."""
@@ -795,6 +812,7 @@ class Passage:
     title: str
     text: str
     facts: Facts
+    choices: tuple[int, ...]  # the sentence alternative picked in each slot
 
     def record(self) -> dict[str, str]:
         """Return the passage as a ``{"docid", "title", "text"}`` corpus record."""
@@ -813,14 +831,30 @@ def _ambiguous_numbers(etype: EntityType, facts: Facts) -> bool:
     return False
 
 
-def _make_passage(docid: str, etype: EntityType, rng: random.Random, names: NameBank) -> Passage:
-    facts = etype.make_facts(rng, names)
-    while _ambiguous_numbers(etype, facts):
+def _is_number(value: str) -> bool:
+    return value.replace(",", "").isdigit()
+
+
+def _make_passage(
+    docid: str, etype: EntityType, rng: random.Random, names: NameBank, like: Passage | None = None
+) -> Passage:
+    """A passage with fresh facts; ``like`` makes it a near-duplicate of that passage.
+
+    A near-duplicate keeps its model's sentences and every fact that is neither a name nor a number (product,
+    landmark, field, ...), so the two differ only in names and numbers: the retriever must match the name.
+    """
+    while True:
+        facts = etype.make_facts(rng, names)
+        if like is not None:
+            facts.update({k: v for k, v in like.facts.items() if not (_is_number(v) or names.is_name(v))})
         # Redrawing all facts keeps the builders trivial; rejected names simply stay
         # reserved in the bank, which only costs a few unused names.
-        facts = etype.make_facts(rng, names)
-    text = " ".join(rng.choice(group).format(**facts) for group in etype.sentences)
-    passage = Passage(docid=docid, etype=etype, title=etype.title.format(**facts), text=text, facts=facts)
+        if not _ambiguous_numbers(etype, facts):
+            break
+    choices = like.choices if like is not None else tuple(rng.randrange(len(group)) for group in etype.sentences)
+    text = " ".join(group[c].format(**facts) for group, c in zip(etype.sentences, choices))
+    passage = Passage(docid=docid, etype=etype, title=etype.title.format(**facts), text=text, facts=facts,
+                      choices=choices)
     for key in etype.answers:
         if _answer(passage, key) not in text:
             raise AssertionError(f"{docid}: answer for {key} missing from text")
@@ -839,67 +873,77 @@ def _question(passage: Passage, key: str, lang: str) -> str:
 
 
 def make_passages(n_passages: int, rng: random.Random) -> list[Passage]:
-    """Generate ``n_passages`` passages, cycling through the entity types."""
+    """Generate ``n_passages`` passages in families: one passage and up to MAX_VARIANTS near-duplicates of it.
+
+    Families cycle through the entity types. Linear in ``n_passages`` (20,000 take seconds).
+    """
     names = NameBank(rng)
-    return [
-        _make_passage(f"demo-{i + 1:04d}", ENTITY_TYPES[i % len(ENTITY_TYPES)], rng, names)
-        for i in range(n_passages)
-    ]
+    passages: list[Passage] = []
+    families = 0
+    while len(passages) < n_passages:
+        etype = ENTITY_TYPES[families % len(ENTITY_TYPES)]
+        families += 1
+        first = _make_passage(f"demo-{len(passages) + 1:05d}", etype, rng, names)
+        passages.append(first)
+        for _ in range(rng.randint(0, MAX_VARIANTS)):
+            if len(passages) < n_passages:
+                passages.append(_make_passage(f"demo-{len(passages) + 1:05d}", etype, rng, names, like=first))
+    return passages
 
 
-def _make_dev(passages: list[Passage], rng: random.Random) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Return dev rows (one question on each of distinct passages) and docid -> question key used."""
-    per_lang = min(DEV_PER_LANG, len(passages) // len(DEV_LANGS))
-    order = list(range(len(passages)))
-    rng.shuffle(order)
+def _make_dev(
+    passages: list[Passage], order: list[int], per_lang: int, rng: random.Random, split: str = "dev"
+) -> list[dict[str, Any]]:
+    """One question on each of the first ``per_lang * 7`` passages of ``order``, languages in turn."""
     rows: list[dict[str, Any]] = []
-    used: dict[str, str] = {}
     counters = dict.fromkeys(DEV_LANGS, 0)
     for k, idx in enumerate(order[: per_lang * len(DEV_LANGS)]):
         passage = passages[idx]
         lang = DEV_LANGS[k % len(DEV_LANGS)]
         key = rng.choice(sorted(passage.etype.answers))
         counters[lang] += 1
-        used[passage.docid] = key
         rows.append({
-            "id": f"demo-dev-{lang}-{counters[lang]:04d}",
+            "id": f"demo-{split}-{lang}-{counters[lang]:04d}",
             "question": _question(passage, key, lang),
             "answers": [_answer(passage, key)],
             "lang": lang,
             "docid": passage.docid,
         })
     rows.sort(key=lambda r: r["id"])
-    return rows, used
+    return rows
 
 
-def _negatives(passage: Passage, passages: list[Passage], rng: random.Random) -> list[dict[str, str]]:
-    same = [p for p in passages if p.etype is passage.etype and p.docid != passage.docid]
-    hard = rng.sample(same, min(N_HARD_NEGATIVES, len(same)))
-    taken = {passage.docid, *(p.docid for p in hard)}
-    rest = [p for p in passages if p.docid not in taken]
-    easy = rng.sample(rest, min(N_RANDOM_NEGATIVES, len(rest)))
-    return [p.record() for p in hard + easy]
+def _negatives(
+    passage: Passage, passages: list[Passage], by_type: dict[str, list[int]], rng: random.Random
+) -> list[dict[str, str]]:
+    # Sampling one extra and dropping the passage itself keeps this O(negatives), not O(corpus).
+    same = [i for i in rng.sample(by_type[passage.etype.name], N_HARD_NEGATIVES + 1) if passages[i] is not passage]
+    hard = same[:N_HARD_NEGATIVES]
+    taken = {id(passage), *(id(passages[i]) for i in hard)}
+    easy = [i for i in rng.sample(range(len(passages)), N_RANDOM_NEGATIVES + len(taken)) if id(passages[i]) not in taken]
+    return [passages[i].record() for i in hard + easy[:N_RANDOM_NEGATIVES]]
 
 
-def _make_train(passages: list[Passage], dev_keys: dict[str, str], rng: random.Random) -> list[dict[str, Any]]:
-    """Ask every fact not used by dev once (keeps the bundled file small)."""
+def _make_train(passages: list[Passage], chosen: list[int], rng: random.Random) -> list[dict[str, Any]]:
+    """Two facts of each chosen passage: one asked in English, one in a paper language (in turn).
+
+    The English rows alone are the zero-shot setting's training data, all rows the supervised setting's.
+    """
+    by_type: dict[str, list[int]] = {}
+    for i, p in enumerate(passages):
+        by_type.setdefault(p.etype.name, []).append(i)
     rows: list[dict[str, Any]] = []
-    lang_turn = 0  # global round-robin keeps the eight languages balanced
-    for passage in passages:
-        keys = [k for k in sorted(passage.etype.answers) if k != dev_keys.get(passage.docid)]
-        rng.shuffle(keys)  # decorrelate language from question type
-        asked: list[tuple[str, str]] = []
-        for key in keys:
-            asked.append((key, TRAIN_LANGS[lang_turn % len(TRAIN_LANGS)]))
-            lang_turn += 1
-        for key, lang in asked:
+    for turn, idx in enumerate(chosen):
+        passage = passages[idx]
+        keys = rng.sample(sorted(passage.etype.answers), 2)  # decorrelate language from question type
+        for key, lang in zip(keys, ("en", DEV_LANGS[turn % len(DEV_LANGS)])):
             rows.append({
                 "query_id": f"demo-train-{len(rows) + 1:05d}",
                 "query": _question(passage, key, lang),
                 "lang": lang,
                 "answers": [_answer(passage, key)],
                 "positive_passages": [passage.record()],
-                "negative_passages": _negatives(passage, passages, rng),
+                "negative_passages": _negatives(passage, passages, by_type, rng),
             })
     return rows
 
@@ -918,42 +962,55 @@ inventions, mountains and libraries with invented names, generated by code in th
 `python -m xqg.demo.data --out data/demo` (seed {seed}, {n_passages} passages). Do not edit by hand;
 `tests/demo/test_demo_data.py` checks that these files equal a fresh generation.
 
-- `passages.jsonl`: corpus, {n_passages} English passages `{{"docid", "title", "text"}}`.
+- `passages.jsonl`: corpus, {n_passages} English passages `{{"docid", "title", "text"}}`, in families of one passage
+  and up to {max_variants} near-duplicates that keep its sentences and differ only in names and numbers.
 - `dev.jsonl`: {n_dev} questions in XOR-TyDi retrieve format `{{"id", "question", "answers", "lang", "docid"}}`
   ({dev_langs}; `docid` is the gold passage). Answers are English strings found verbatim in the passage.
+- `heldout.jsonl`: {n_heldout} more questions of the same form on other passages, for tuning (e.g. alpha), never dev.
 - `train.jsonl`: {n_train} Tevatron-format examples `{{"query_id", "query", "lang", "answers",
-  "positive_passages", "negative_passages"}}` in {train_langs}; negatives are {n_hard} same-type + {n_rand} random passages.
+  "positive_passages", "negative_passages"}}`: two facts of each of {n_train_passages} passages (none of them dev or
+  held-out), one asked in English, one in a paper language ({train_langs}); negatives are {n_hard} same-type +
+  {n_rand} random passages. The English rows alone train the zero-shot bi-encoder.
 
 License: MIT, generated by this project.
 """
 
 
-def make_demo_data(out_dir: str, n_passages: int = 240, seed: int = 0) -> dict[str, int]:
-    """Write passages.jsonl, dev.jsonl, train.jsonl and README.md to ``out_dir``; return row counts."""
+def make_demo_data(out_dir: str, n_passages: int = N_PASSAGES, seed: int = 0) -> dict[str, int]:
+    """Write passages.jsonl, dev.jsonl, heldout.jsonl, train.jsonl and README.md to ``out_dir``; return row counts."""
     rng = random.Random(seed)
     passages = make_passages(n_passages, rng)
-    dev, dev_keys = _make_dev(passages, rng)
-    train = _make_train(passages, dev_keys, rng)
+    order = list(range(len(passages)))
+    rng.shuffle(order)
+    n_eval = len(DEV_LANGS) * (DEV_PER_LANG + HELDOUT_PER_LANG)
+    if n_passages < n_eval + 2:
+        raise ValueError(f"--n-passages {n_passages} is too small: dev and held-out questions need {n_eval + 2}")
+    per_dev = DEV_PER_LANG * len(DEV_LANGS)
+    dev = _make_dev(passages, order[:per_dev], DEV_PER_LANG, rng)
+    heldout = _make_dev(passages, order[per_dev:n_eval], HELDOUT_PER_LANG, rng, split="heldout")
+    train = _make_train(passages, order[n_eval:n_eval + N_TRAIN_PASSAGES], rng)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_jsonl(out / "passages.jsonl", (p.record() for p in passages))
     _write_jsonl(out / "dev.jsonl", dev)
+    _write_jsonl(out / "heldout.jsonl", heldout)
     _write_jsonl(out / "train.jsonl", train)
     readme = _README.format(
-        seed=seed, n_passages=n_passages, n_dev=len(dev), n_train=len(train),
+        seed=seed, n_passages=n_passages, n_dev=len(dev), n_heldout=len(heldout), n_train=len(train),
+        n_train_passages=len(train) // 2, max_variants=MAX_VARIANTS,
         dev_langs=", ".join(DEV_LANGS), train_langs=", ".join(TRAIN_LANGS),
         n_hard=N_HARD_NEGATIVES, n_rand=N_RANDOM_NEGATIVES,
     )
     (out / "README.md").write_text(readme, encoding="utf-8", newline="\n")
-    return {"passages": len(passages), "dev": len(dev), "train": len(train)}
+    return {"passages": len(passages), "dev": len(dev), "heldout": len(heldout), "train": len(train)}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: ``python -m xqg.demo.data --out data/demo``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data/demo", help="output directory")
-    parser.add_argument("--n-passages", type=int, default=240)
+    parser.add_argument("--n-passages", type=int, default=N_PASSAGES)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     counts = make_demo_data(args.out, n_passages=args.n_passages, seed=args.seed)

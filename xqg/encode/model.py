@@ -23,12 +23,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from xqg.config import Config, ConfigError
+from xqg.layout import dr_name
 from xqg.models.texts import run_texts
 from xqg.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-DR_DIR = posixpath.join("models", "dr")
+DR_DIR = posixpath.join("models", dr_name())  # the main setting's
 
 
 @dataclass(frozen=True)
@@ -98,17 +99,18 @@ def load_encoder_spec(config: Config, run: RunDir) -> EncoderSpec:
         base = resolve_model(enc.model, run, lambda: run_texts(run))
         meta, where = model_meta(base, run)
     else:
-        meta = read_meta(run, DR_DIR)
-        where = run.path(DR_DIR, META_FILE)
+        dr_dir = posixpath.join("models", dr_name(config.setting))  # the setting's own bi-encoder
+        meta = read_meta(run, dr_dir)
+        where = run.path(dr_dir, META_FILE)
         if meta is None:
             raise FileNotFoundError(
-                f"no bi-encoder in {run.uri}: {posixpath.join(DR_DIR, META_FILE)} is missing "
+                f"no bi-encoder in {run.uri}: {posixpath.join(dr_dir, META_FILE)} is missing "
                 "(run jobs/train_dr.py first, or set encode.model)"
             )
         from xqg.models.resolve import run_ref
 
         # A non-local run passes a "run:" ref: each actor localizes it on its own node.
-        base = run.path("models", "dr") if run.is_local else run_ref(DR_DIR)
+        base = run.path(dr_dir) if run.is_local else run_ref(dr_dir)
     meta = meta or {}
     if meta and not meta.get("shared_encoder", True):
         query, passage = posixpath.join(base, "query"), posixpath.join(base, "passage")

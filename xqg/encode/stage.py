@@ -56,12 +56,12 @@ def _unit(
 
 def plan_units(
     runner: StageRunner, encoders: dict[str, str], target: str, languages: list[str] | None = None,
-    shards: set[int] | None = None, num_queries: int | None = None,
+    shards: set[int] | None = None, num_queries: int | None = None, setting: str | None = None,
 ) -> list[Unit]:
-    """Every unit of the target whose input unit is complete."""
+    """Every unit of the target whose input unit is complete (named for the bi-encoder setting)."""
     if target == PASSAGES:
         return [
-            _unit(runner, passages_unit(s), PASSAGES, (INGEST, corpus_unit(s)), {"encoder": encoders[PASSAGES]}, shard=s)
+            _unit(runner, passages_unit(s, setting), PASSAGES, (INGEST, corpus_unit(s)), {"encoder": encoders[PASSAGES]}, shard=s)
             for s in runner.run.corpus_shards()
             if shards is None or s in shards
         ]
@@ -70,10 +70,10 @@ def plan_units(
         if not names:
             raise FileNotFoundError(f"no ingested query sets in {runner.run.uri}: run jobs/ingest.py first")
         return [
-            _unit(runner, queries_unit(n), QUERIES, (INGEST, f"queries={n}"), {"encoder": encoders[QUERIES]}, name=n) for n in names
+            _unit(runner, queries_unit(n, setting), QUERIES, (INGEST, f"queries={n}"), {"encoder": encoders[QUERIES]}, name=n) for n in names
         ]
     if target == GENERATED:
-        variant = generated_variant(num_queries)
+        variant = generated_variant(num_queries, setting)
         generated = sorted(runner.markers(GENERATE))
         if not generated:
             raise FileNotFoundError(f"no generated queries in {runner.run.uri}: run jobs/generate.py first")
@@ -92,13 +92,13 @@ def plan_units(
 
 def _plan_all(
     runner: StageRunner, encoders: dict[str, str], languages: list[str] | None, shards: set[int] | None,
-    num_queries: int | None,
+    num_queries: int | None, setting: str | None = None,
 ) -> list[Unit]:
     """Units of every target whose input exists (passages must exist)."""
-    units = plan_units(runner, encoders, PASSAGES, languages, shards)
+    units = plan_units(runner, encoders, PASSAGES, languages, shards, setting=setting)
     for target in (GENERATED, QUERIES):
         try:
-            units += plan_units(runner, encoders, target, languages, shards, num_queries)
+            units += plan_units(runner, encoders, target, languages, shards, num_queries, setting)
         except FileNotFoundError as e:
             log.info("encode %s skipped: %s", target, e)
     return units
@@ -121,8 +121,8 @@ def run_encode(
     spec = load_encoder_spec(config, run)
     encoders = encoder_fingerprints(spec, run)
     k = config.encode.num_queries
-    units = _plan_all(runner, encoders, languages, shards, k) if target == "all" else plan_units(
-        runner, encoders, target, languages, shards, k
+    units = _plan_all(runner, encoders, languages, shards, k, config.setting) if target == "all" else plan_units(
+        runner, encoders, target, languages, shards, k, config.setting
     )
     plan = runner.plan(units)
     summary = runner.summary

@@ -10,7 +10,7 @@ import pyarrow as pa
 from xqg.config import Config
 from xqg.evaluate.official import write_xor_predictions, xor_file, xor_predictions
 from xqg.evaluate.stage import _ranked_lists, passage_texts, read_run
-from xqg.layout import ENCODE, QUERIES, default_query_set, index_names, query_set_dir, query_set_name, run_name
+from xqg.layout import ENCODE, default_query_set, index_names, queries_target, query_set_dir, query_set_name, run_name
 from xqg.rundir import RunDir
 from xqg.summary import StageSummary
 
@@ -25,7 +25,7 @@ def export_runs(config: Config, indexes: Sequence[str] | None = None, query_set:
     """Write runs/<run>.xor.json for the runs of the given indexes (default: baseline and the fused set)."""
     start = time.perf_counter()
     run = RunDir(config.run_dir)
-    encoded = sorted(u.split("/", 1)[1] for u in run.markers(ENCODE) if u.startswith(f"{QUERIES}/"))
+    encoded = sorted(u.split("/", 1)[1] for u in run.markers(ENCODE) if u.startswith(f"{queries_target(config.setting)}/"))
     default_set = default_query_set(config, encoded)
     qset = query_set or query_set_name(config, encoded)
     names = [run_name(index, qset, default_set) for index in (indexes or index_names(config))]

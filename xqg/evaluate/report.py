@@ -102,11 +102,46 @@ def _escape(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(name: str, results: ReportResults, config_summary: Mapping[str, Any]) -> str:
+def _settings_markdown(settings: Mapping[str, ReportResults]) -> list[str]:
+    """One section per further setting: its R@kt table (+xQG against its own baseline) and IR metrics."""
+    parts: list[str] = []
+    for setting, res in settings.items():
+        parts += ["", f"## Setting: {setting}", "", format_table(res), ""]
+        if res.get("ir"):
+            ir = res["ir"]
+            metrics = list(dict.fromkeys(m for scores in ir.values() for m in scores))
+            rows = [[run, *(f"{scores.get(m, float('nan')):.4f}" for m in metrics)] for run, scores in ir.items()]
+            parts += [_pipe_table(["Run", *metrics], rows), ""]
+    return parts
+
+
+def _generated_markdown(generated: Mapping[str, Any]) -> list[str]:
+    """The generated queries: share naming the passage's entity per language, and a few samples."""
+    by_lang = generated.get("by_lang", {})
+    if not by_lang:
+        return []
+    rows = [[lang, str(g["passages"]), str(g["queries"]), f"{g['with_entity']:.1f}"] for lang, g in by_lang.items()]
+    parts = ["", "## Generated queries", "",
+             f"Share of generated queries that contain their passage's entity (the title's rarest word), measured on "
+             f"at most {generated.get('limit')} passages of one shard per language.", "",
+             _pipe_table(["Lang", "passages", "queries", "% with entity"], rows), ""]
+    samples = [[lang, _escape(s["title"]), _escape(s["query"])] for lang, g in by_lang.items() for s in g["samples"]]
+    if samples:
+        parts += [_pipe_table(["Lang", "Passage title", "Generated query (first of its list)"], samples, numeric=False)]
+    return parts
+
+
+def _markdown(
+    name: str, results: ReportResults, config_summary: Mapping[str, Any],
+    settings: Mapping[str, ReportResults] | None = None, generated: Mapping[str, Any] | None = None,
+) -> str:
     """The whole markdown report."""
     runs = results["runs"]
-    parts = [f"# {name}", "", "## R@kt on XOR-TyDi (official metric)", "", format_table(results), "", LEGEND, ""]
+    heading = "## R@kt on XOR-TyDi (official metric)" + (": main setting" if settings else "")
+    parts = [f"# {name}", "", heading, "", format_table(results), "", LEGEND, ""]
+    parts += _settings_markdown(settings or {})
     parts.append(f"![R@kt per language]({name}.png)")
+    parts += _generated_markdown(generated or {})
     parts += ["", "## Questions", ""]
     rows = [
         [run, str(sum(r.counts.values())), str(r.n_skipped), str(r.n_missing), str(r.n_unknown)]
@@ -124,9 +159,28 @@ def _markdown(name: str, results: ReportResults, config_summary: Mapping[str, An
     return "\n".join(parts) + "\n"
 
 
-def _to_json(name: str, results: ReportResults, config_summary: Mapping[str, Any]) -> str:
-    """The report's numbers as JSON (scores, counts, tests, config)."""
-    doc = {
+def _results_doc(results: ReportResults) -> dict[str, Any]:
+    """One setting's runs, significance tests and IR metrics as JSON-ready dicts."""
+    return {
+        "runs": {
+            run: {"metrics": r.metrics(), "counts": r.counts, "n_skipped": r.n_skipped, "n_missing": r.n_missing,
+                  "n_unknown": r.n_unknown}
+            for run, r in results["runs"].items()
+        },
+        "significance": {
+            run: {metric: {lang: test.to_dict() for lang, test in tests.items()} for metric, tests in by_metric.items()}
+            for run, by_metric in results.get("significance", {}).items()
+        },
+        "ir": results.get("ir", {}),
+    }
+
+
+def _to_json(
+    name: str, results: ReportResults, config_summary: Mapping[str, Any],
+    settings: Mapping[str, ReportResults] | None = None, generated: Mapping[str, Any] | None = None,
+) -> str:
+    """The report's numbers as JSON (scores, counts, tests, config; further settings and generated queries)."""
+    doc: dict[str, Any] = {
         "name": name,
         "runs": {
             run: {
@@ -145,15 +199,21 @@ def _to_json(name: str, results: ReportResults, config_summary: Mapping[str, Any
         "ir": results.get("ir", {}),
         "config": dict(config_summary),
     }
+    if settings:
+        doc["settings"] = {setting: _results_doc(res) for setting, res in settings.items()}
+    if generated:
+        doc["generated_queries"] = dict(generated)
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
-def _chart_png(results: ReportResults) -> bytes:
-    """Grouped bars per language (and avg), one panel per R@kt, one bar per run."""
+def _chart_png(results: ReportResults, settings: Mapping[str, ReportResults] | None = None) -> bytes:
+    """Grouped bars per language (and avg), one panel per R@kt, one bar per run (every setting's)."""
     import numpy as np
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg by default
 
-    runs = results["runs"]
+    runs = dict(results["runs"])
+    for setting, res in (settings or {}).items():
+        runs.update({f"{setting} {run}": r for run, r in res["runs"].items()})
     baseline = next(iter(runs.values()))
     labels = [*baseline.langs, "avg"]
     x = np.arange(len(labels))
@@ -190,10 +250,17 @@ def _write(out_dir: str, filename: str, data: bytes) -> str:
     return str(path)
 
 
-def write_report(out_dir: str, name: str, results: ReportResults, config_summary: dict) -> dict[str, str]:
-    """Write ``<out_dir>/<name>.md``, ``.json`` and ``.png``; return their paths by extension."""
+def write_report(
+    out_dir: str, name: str, results: ReportResults, config_summary: dict,
+    settings: Mapping[str, ReportResults] | None = None, generated: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """Write ``<out_dir>/<name>.md``, ``.json`` and ``.png``; return their paths by extension.
+
+    ``settings``: further settings (e.g. zero-shot), each compared with its own baseline; ``generated``: what
+    xqg.evaluate.generated measured on the generated queries.
+    """
     return {
-        "md": _write(out_dir, f"{name}.md", _markdown(name, results, config_summary).encode()),
-        "json": _write(out_dir, f"{name}.json", _to_json(name, results, config_summary).encode()),
-        "png": _write(out_dir, f"{name}.png", _chart_png(results)),
+        "md": _write(out_dir, f"{name}.md", _markdown(name, results, config_summary, settings, generated).encode()),
+        "json": _write(out_dir, f"{name}.json", _to_json(name, results, config_summary, settings, generated).encode()),
+        "png": _write(out_dir, f"{name}.png", _chart_png(results, settings)),
     }

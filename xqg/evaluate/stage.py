@@ -13,11 +13,13 @@ import pyarrow.csv as pacsv
 from xqg.config import Config
 from xqg.evaluate.official import XOR_EXT, write_xor_predictions, xor_file, xor_predictions
 from xqg.evaluate.metrics import ir_metrics
+from xqg.evaluate.generated import generated_quality
 from xqg.evaluate.report import format_table, make_results, write_report
 from xqg.evaluate.xor import TokenCache, recall_at_kt
 from xqg.fuse import fuse_languages
 from xqg.layout import (
     EVALUATE,
+    GENERATE,
     INGEST,
     SEARCH,
     default_query_set,
@@ -30,7 +32,7 @@ from xqg.layout import (
     run_name,
 )
 from xqg.rundir import RunDir
-from xqg.runner import StageRunner, Unit, marker_fingerprint
+from xqg.runner import StageRunner, Unit, fingerprint, marker_fingerprint
 from xqg.stamp import path_stamp
 from xqg.summary import StageSummary
 
@@ -119,27 +121,53 @@ def _config_summary(config: Config) -> dict[str, Any]:
     }
 
 
+def _run_names(config: Config, qset: str, default_set: str) -> dict[str, str]:
+    """{"baseline": run name, "+xQG": run name} of the config's setting."""
+    return {label: run_name(index, qset, default_set) for label, index in zip(("baseline", "+xQG"), index_names(config))}
+
+
 def run_evaluate(config: Config) -> StageSummary:
-    """Score baseline and +xQG runs with R@kt (and IR metrics when qrels exist); write reports/<fuse name>.*."""
+    """Score baseline and +xQG runs with R@kt (and IR metrics when qrels exist); write reports/<fuse name>.*.
+
+    With config.settings (e.g. zero-shot) the report also scores each setting's baseline and +xQG runs, each
+    +xQG against its own setting's baseline.
+    """
     run = RunDir(config.run_dir)
     qset = query_set_name(config)
     default_set = default_query_set(config)
-    names = {label: run_name(index, qset, default_set) for label, index in zip(("baseline", "+xQG"), index_names(config))}
+    names = _run_names(config, qset, default_set)
+    others = {} if config.setting is not None else {
+        s.label or s.name: _run_names(config.for_setting(s.name), qset, default_set) for s in config.settings
+    }
+    all_names = [*names.values(), *(n for side in others.values() for n in side.values())]
     rname = report_name(config)
     runner = StageRunner(run, EVALUATE, keep_stale=config.keep_stale,
                          outputs=lambda u: [posixpath.join("reports", f"{u}.{ext}") for ext in ("md", "json", "png")]
-                         + [xor_file(name) for name in names.values()])
+                         + [xor_file(name) for name in all_names])
     searched = {label: runner.upstream(SEARCH, name) for label, name in names.items()}
     encoders = comparable_runs(searched)
+    other_searched = {
+        setting: {label: runner.upstream(SEARCH, name) for label, name in side.items()} for setting, side in others.items()
+    }
+    other_encoders = {setting: comparable_runs(markers) for setting, markers in other_searched.items()}
     ev = config.evaluate
-    unit = Unit(rname, {
+    inputs: dict[str, Any] = {
         # The run files' bytes too: a run file written by hand (or by another tool) is scored again.
         "runs": {label: [marker_fingerprint(m), _run_file_stamp(run, names[label])] for label, m in searched.items()},
         "queries": runner.upstream_fingerprint(INGEST, query_set_unit(qset)),
         "kt": ev.kt, "ir_ks": ev.ir_ks, "include_title": ev.include_title, "permutations": ev.permutations,
         "seed": ev.seed,
         "exports": [XOR_EXT],  # each run's predictions in XOR-TyDi's official format, runs/<run>.xor.json
-    })
+        # the generated queries the report samples and measures (their entity share)
+        "generated": fingerprint({u: marker_fingerprint(m) for u, m in runner.markers(GENERATE).items()}),
+    }
+    if others:
+        inputs["settings"] = {
+            setting: {label: [marker_fingerprint(m), _run_file_stamp(run, others[setting][label])]
+                      for label, m in markers.items()}
+            for setting, markers in other_searched.items()
+        }
+    unit = Unit(rname, inputs)
     plan = runner.plan([unit])
     if not plan.todo:
         marker = runner.markers()[rname]
@@ -155,27 +183,37 @@ def run_evaluate(config: Config) -> StageSummary:
                 queries["qid"].to_pylist(), queries["lang"].to_pylist(), queries["answers"].to_pylist()
             )
         ]
-        tables = {label: read_run(run, name) for label, name in names.items()}
+        every = {None: names, **others}
+        tables = {(side, label): read_run(run, name) for side, labels in every.items() for label, name in labels.items()}
         texts = passage_texts(
             run, pa.concat_arrays([t["docid"].combine_chunks() for t in tables.values()]), ev.include_title
         )
-        cache = TokenCache()  # both runs retrieve many of the same passages
-        results = {}
-        exported: dict[str, str] = {}
-        for label, table in tables.items():
-            ranked = _ranked_lists(table)
-            predictions = {qid: [texts.get(d, "") for d in docids] for qid, docids in ranked.items()}
-            results[label] = recall_at_kt(questions, predictions, ks=tuple(ev.kt), cache=cache)
-            exported[label] = write_xor_predictions(run, names[label], xor_predictions(questions, ranked, texts))
-        ir = None
+        cache = TokenCache()  # the runs retrieve many of the same passages
         qrels = {q: {d: 1 for d in ds} for q, ds in zip(queries["qid"].to_pylist(), queries["docids"].to_pylist()) if ds}
-        if qrels:
-            ir = {label: ir_metrics(qrels, _run_scores(table), ks=tuple(ev.ir_ks)) for label, table in tables.items()}
-        report = make_results(results, ir=ir, n_permutations=ev.permutations, seed=ev.seed)
+        reports = {}
+        exported: dict[str, str] = {}
+        for side, labels in every.items():
+            results = {}
+            for label, name in labels.items():
+                ranked = _ranked_lists(tables[side, label])
+                predictions = {qid: [texts.get(d, "") for d in docids] for qid, docids in ranked.items()}
+                results[label] = recall_at_kt(questions, predictions, ks=tuple(ev.kt), cache=cache)
+                exported[label if side is None else f"{side} {label}"] = write_xor_predictions(run, name, xor_predictions(questions, ranked, texts))
+            ir = None
+            if qrels:
+                ir = {label: ir_metrics(qrels, _run_scores(tables[side, label]), ks=tuple(ev.ir_ks)) for label in labels}
+            reports[side] = make_results(results, ir=ir, n_permutations=ev.permutations, seed=ev.seed)
+        report = reports.pop(None)
+        results = report["runs"]
         about = {**_config_summary(config), **{f"passage encoder ({label})": fp for label, fp in encoders.items()},
                  "query encoder": str(searched["baseline"].get("query_encoder"))}
-        paths = write_report(run.path("reports"), rname, report, about)
-        table_text = format_table(report)
+        for setting, enc in other_encoders.items():
+            about[f"passage encoder ({setting})"] = enc["baseline"]
+        quality = generated_quality(run, config.languages) if runner.markers(GENERATE) else None
+        paths = write_report(run.path("reports"), rname, report, about, settings=reports, generated=quality)
+        table_text = "\n\n".join(
+            [format_table(report), *(f"{setting}:\n{format_table(r)}" for setting, r in reports.items())]
+        )
         runner.summary.extra.update({
             "questions counted": sum(results["baseline"].counts.values()),
             "questions skipped (yes/no or no answer)": results["baseline"].n_skipped,

@@ -17,16 +17,17 @@ from xqg.encode.vectors import stored_width, vector_matrix
 from xqg.index.build import MANIFEST, TRAINED, docids_file, effective_params, fill_index, index_file, train_index
 from xqg.index.faiss_io import gpu_enabled, read_index_file, write_index_file
 from xqg.layout import (
-    BASELINE,
     ENCODE,
     FUSE,
     INDEX,
+    baseline_setting,
     embeddings_dir,
     fused_dir,
     fused_unit,
     index_dir,
     index_name,
     index_unit,
+    is_baseline,
     passages_unit,
 )
 from xqg.rundir import RunDir, parse_shard
@@ -66,8 +67,8 @@ class Source:
 def index_source(runner: StageRunner, name: str) -> Source:
     """embeddings/passages (baseline) or fused/<name>, complete for every corpus shard, or a clear error."""
     shards = runner.run.corpus_shards()
-    if name == BASELINE:
-        stage, units = ENCODE, [passages_unit(s) for s in shards]
+    if is_baseline(name):
+        stage, units = ENCODE, [passages_unit(s, baseline_setting(name)) for s in shards]
         folders = [embeddings_dir(u) for u in units]
         hint = "jobs/encode.py --target passages"
     else:

@@ -13,14 +13,14 @@ from xqg.index.build import searcher_memory
 from xqg.index.stage import read_manifest
 from xqg.layout import (
     ENCODE,
-    QUERIES,
     SEARCH,
     default_query_set,
     embeddings_dir,
     index_dir,
     index_name,
-    query_set_name,
+    queries_target,
     queries_unit,
+    query_set_name,
     run_file,
     run_name,
 )
@@ -74,14 +74,16 @@ def run_search(config: Config, index_name_: str, query_set: str | None = None) -
     run = RunDir(config.run_dir)
     name = index_name(index_name_)
     runner = StageRunner(run, SEARCH, keep_stale=config.keep_stale)
-    encoded = sorted(u.split("/", 1)[1] for u in runner.markers(ENCODE) if u.startswith(f"{QUERIES}/"))
+    # the query sets encoded by this setting's query encoder
+    target = queries_target(config.setting)
+    encoded = sorted(u.split("/", 1)[1] for u in runner.markers(ENCODE) if u.startswith(f"{target}/"))
     default_set = default_query_set(config, encoded)
     qset = query_set or query_set_name(config, encoded)
     rname = run_name(name, qset, default_set)
     runner.summary.stage = f"search {rname}"
     runner.outputs = lambda u: [run_file(u, "tsv"), run_file(u, "trec")]
     manifest = read_manifest(run, name)
-    qunit = queries_unit(qset)
+    qunit = queries_unit(qset, config.setting)
     if qunit not in runner.markers(ENCODE):
         raise FileNotFoundError(f"query set {qset!r} is not encoded: run jobs/encode.py --target queries")
     qmarker = runner.markers(ENCODE)[qunit]

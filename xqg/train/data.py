@@ -44,13 +44,16 @@ def data_rel(name: str) -> str:
     return posixpath.join("train", f"{name}_data")
 
 
-def load_prepared(run: RunDir, stage: str, name: str, fp: str, has_checkpoints: bool) -> PreparedData | None:
-    """The prepared data of an earlier run when its settings match; None when it must be (re)built."""
+def load_prepared(
+    run: RunDir, stage: str, name: str, fp: str, has_checkpoints: bool, unit: str = "data"
+) -> PreparedData | None:
+    """The prepared data of an earlier run when its settings match (marker ``unit``); None when it must be
+    (re)built."""
     rel = posixpath.join(data_rel(name), DATA_FILE)
     eval_rel = posixpath.join(data_rel(name), EVAL_FILE)
-    if not run.is_done(stage, "data") or not run.exists(rel):
+    if not run.is_done(stage, unit) or not run.exists(rel):
         return None
-    info = run.read_marker(stage, "data")
+    info = run.read_marker(stage, unit)
     if info.get("fingerprint") != fp:
         if has_checkpoints:
             raise ValueError(

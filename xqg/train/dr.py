@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from xqg.config import Config
-from xqg.layout import TRAIN_DR, GENERATE, corpus_dir, generated_dir, parse_lang_shard
+from xqg.layout import TRAIN_DR, GENERATE, corpus_dir, dr_name, generated_dir, parse_lang_shard, training_unit
 from xqg.rundir import RunDir
 from xqg.runner import StageRunner, fingerprint, marker_fingerprint
 from xqg.summary import StageSummary
@@ -36,7 +36,7 @@ from xqg.train.driver import TrainingSpec, run_training
 from xqg.train.readers import EXAMPLE_SCHEMA, Passage, TrainExample
 
 STAGE = TRAIN_DR
-NAME = "dr"
+NAME = dr_name()  # the main setting's; a named setting trains models/dr-<setting>
 
 
 def docid_key(docid: str) -> int:
@@ -208,16 +208,31 @@ def prepare_dr_data(config: Config, run: RunDir, has_checkpoints: bool) -> Prepa
     cfg = config.train_dr
     if not cfg.train_files:
         raise ValueError("train_dr.train_files is empty: name Tevatron JSONL / DPR JSON files or hub datasets")
-    fp = fingerprint({"files": cfg.train_files, "xqg_pairs": cfg.xqg_pairs.model_dump(), "seed": cfg.seed})
-    found = load_prepared(run, STAGE, NAME, fp, has_checkpoints)
+    name = dr_name(config.setting)
+    data_unit = training_unit("data", name)
+    fp = fingerprint({"files": cfg.train_files, "xqg_pairs": cfg.xqg_pairs.model_dump(), "seed": cfg.seed,
+                      **({"languages": cfg.languages} if cfg.languages else {})})
+    found = load_prepared(run, STAGE, name, fp, has_checkpoints, unit=data_unit)
     if found is not None:
         return found
-    run.remove("rejects", STAGE)
-    rel = posixpath.join(data_rel(NAME), DATA_FILE)
+    prefix, pairs_unit = training_unit("file", name), training_unit("xqg_pairs", name)
+    if config.setting is None:
+        run.remove("rejects", STAGE, "xqg_pairs.parquet")  # files of the training; a setting's are its own
+    for i in range(len(cfg.train_files)):
+        run.remove("rejects", STAGE, f"{prefix}={i:05d}.parquet")
+    run.remove("rejects", STAGE, f"{pairs_unit}.parquet")
+    rel = posixpath.join(data_rel(name), DATA_FILE)
     writer = ExampleWriter(run, rel, EXAMPLE_SCHEMA)
+    wanted = set(cfg.languages or [])
+
+    def accept(ex: TrainExample) -> str | None:
+        if wanted and ex.lang not in wanted:
+            return f"language {ex.lang!r} not in train_dr languages {sorted(wanted)}"
+        return None
+
     try:
         rows_in, rows_out, rejected = read_sources(
-            run, STAGE, cfg.train_files, accept=lambda ex: None, emit=lambda ex: writer.add(ex.as_row())
+            run, STAGE, cfg.train_files, accept=accept, emit=lambda ex: writer.add(ex.as_row()), unit_prefix=prefix
         )
         extra: dict[str, Any] = {"training_examples": rows_out}
         if cfg.xqg_pairs.enabled:
@@ -228,13 +243,13 @@ def prepare_dr_data(config: Config, run: RunDir, has_checkpoints: bool) -> Prepa
                 writer.add(ex.as_row())
             rows_in += drawn
             rows_out += len(pairs)
-            rejected += run.write_rejects(STAGE, "xqg_pairs", pair_rejects)
+            rejected += run.write_rejects(STAGE, pairs_unit, pair_rejects)
             extra["xqg_pairs"] = len(pairs)
     finally:
         writer.close()
     if rows_out == 0:
         raise ValueError(f"train_dr: no usable training example in {cfg.train_files} (see {run.path('rejects', STAGE)})")
-    run.mark_done(STAGE, "data", rows_in=rows_in, rows_out=rows_out, rejected=rejected, fingerprint=fp, extra=extra)
+    run.mark_done(STAGE, data_unit, rows_in=rows_in, rows_out=rows_out, rejected=rejected, fingerprint=fp, extra=extra)
     return PreparedData(run.path(rel), rows_in, rows_out, rejected, extra)
 
 
@@ -268,6 +283,6 @@ def run_train_dr(config: Config) -> StageSummary:
         return {"generated": fingerprint({u: marker_fingerprint(m) for u, m in generated.items()})}
 
     return run_training(config, TrainingSpec(
-        stage=STAGE, name=NAME, section=cfg, prepare_data=prepare_dr_data, task="xqg.train.dr:DRTask",
+        stage=STAGE, name=dr_name(config.setting), section=cfg, prepare_data=prepare_dr_data, task="xqg.train.dr:DRTask",
         task_args=task_args, fp16_ok=True, upstream=upstream,
     ))

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from xqg.config import Config
+from xqg.layout import training_unit
 from xqg.models.texts import corpus_texts
 from xqg.rundir import RunDir, filesystem_for
 from xqg.runner import StageRunner, Unit
@@ -197,7 +198,7 @@ def model_unit(runner: StageRunner, spec: TrainingSpec, model_path: str) -> Unit
         "settings": cfg.model_dump(mode="json", exclude=set(spec.run_only)), "task": task,
         **(spec.upstream(runner) if spec.upstream else {}),
     }
-    return Unit("model", inputs)
+    return Unit(training_unit("model", spec.name), inputs)
 
 
 def start_fresh_if_changed(run: RunDir, exp: str, stage: str, unit: Unit) -> None:
@@ -207,7 +208,7 @@ def start_fresh_if_changed(run: RunDir, exp: str, stage: str, unit: Unit) -> Non
         log.warning("%s: the inputs changed since the checkpoints in %s were written; training from the start",
                     stage, exp)
         exp_dir.remove()
-        run.unmark(stage, "data")
+        run.unmark(stage, training_unit("data", posixpath.basename(exp)))
     exp_dir.write_json(FINGERPRINT_FILE, {"fingerprint": unit.fingerprint, "inputs": unit.inputs})
 
 
