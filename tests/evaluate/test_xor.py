@@ -24,7 +24,6 @@ from xqg.evaluate.xor import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-XOR_DEV = Path("/work/shared/data/xor_tydi/xor_dev_retrieve_eng_span_v1_1.jsonl")
 FILLER = "qqqq"
 
 
@@ -210,10 +209,8 @@ DEV_COUNTS = {"te": 238, "ar": 309, "bn": 304, "fi": 314, "ja": 241, "ko": 285, 
 
 
 @pytest.fixture(scope="module")
-def dev_questions() -> list[dict]:
-    if not XOR_DEV.exists():
-        pytest.skip(f"{XOR_DEV} not present")
-    with XOR_DEV.open(encoding="utf-8") as f:
+def dev_questions(shared_data: Path) -> list[dict]:
+    with (shared_data / "xor_tydi" / "xor_dev_retrieve_eng_span_v1_1.jsonl").open(encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 
