@@ -159,15 +159,7 @@ def test_real_xor_tydi_and_xquad_ingest_counts_add_up(tmp_path: Path, shared_dat
 
 
 def test_job_script_writes_sharded_parquet(tmp_path: Path) -> None:
-    demo_config = REPO / "configs" / "demo.yaml"
-    if demo_config.exists():
-        config_path = demo_config
-    else:  # the lead's demo config is not there yet: the same inputs in a config of our own
-        config_path = tmp_path / "demo.yaml"
-        config_path.write_text(yaml.safe_dump({
-            "corpus": {"path": "data/demo/passages.jsonl", "num_shards": 4},
-            "queries": [{"name": "dev", "path": "data/demo/dev.jsonl", "format": "xor_tydi"}],
-        }), encoding="utf-8")
+    config_path = REPO / "configs" / "demo.yaml"
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "jobs/ingest.py", "--config", str(config_path), "--set", f"run_dir={run_dir}"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -177,6 +169,12 @@ def test_job_script_writes_sharded_parquet(tmp_path: Path) -> None:
     config = load_config(config_path, [f"run_dir={run_dir}"])
     shards = sorted(run_dir.glob("corpus/shard=*/part-00000.parquet"))
     assert len(shards) == config.corpus.num_shards
-    assert sum(pq.ParquetFile(s).metadata.num_rows for s in shards) > 0
+    # Every passage of the demo file, each in the shard its docid hashes to, none twice; every dev question too.
+    expected = [json.loads(line)["docid"] for line in (REPO / config.corpus.path).open(encoding="utf-8")]
+    written = {s.parent.name: pq.read_table(s, columns=["docid"])["docid"].to_pylist() for s in shards}
+    assert sorted(d for ids in written.values() for d in ids) == sorted(expected)
+    assert all(shard_name(zlib.crc32(d.encode()) % len(shards)) == name for name, ids in written.items() for d in ids)
+    dev = [json.loads(line)["id"] for line in (REPO / config.queries[0].path).open(encoding="utf-8")]
+    assert sorted(pq.read_table(run_dir / "queries" / "dev", columns=["qid"])["qid"].to_pylist()) == sorted(dev)
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout
