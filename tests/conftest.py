@@ -136,5 +136,5 @@ def make_corpus_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run `e2e` tests last: they end with `ray stop`, which stops every Ray on the machine."""
+    """Run `e2e` tests last: they shut down the session's in-process Ray and start a `ray start` cluster."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
