@@ -167,19 +167,15 @@ def test_xor_predictions_keep_rank_order_and_list_every_question():
     assert items == [{"id": "q1", "lang": "ar", "ctxs": ["B text", "A text", ""]}, {"id": "q2", "lang": "fi", "ctxs": []}]
 
 
-XOR_DEV = REPO.parent / "shared" / "data" / "xor_tydi" / "xor_dev_retrieve_eng_span_v1_1.jsonl"
-
-
-def test_xqg_scorer_equals_the_official_logic_on_real_xor_tydi_dev_ids(tmp_path: Path):
+def test_xqg_scorer_equals_the_official_logic_on_real_xor_tydi_dev_ids(tmp_path: Path, shared_data: Path):
     """xqg's reading of an official file (python -m xqg.evaluate.xor) gives the official numbers on the real dev set:
     all 2,110 ids, answers with punctuation and quotes, placed around the 2,000 and 5,000 token borders."""
     import random
 
     from xqg.evaluate.xor import read_predictions, read_questions, recall_at_kt
 
-    if not XOR_DEV.exists():
-        pytest.skip(f"{XOR_DEV} not present")
-    questions = read_questions(str(XOR_DEV))
+    xor_dev = shared_data / "xor_tydi" / "xor_dev_retrieve_eng_span_v1_1.jsonl"
+    questions = read_questions(str(xor_dev))
     rng = random.Random(12)
     pool = [a for q in questions for a in q["answers"]]
     # Shared filler passages (tokenized once), with other questions' answers and quote/period noise in them.
@@ -194,7 +190,7 @@ def test_xqg_scorer_equals_the_official_logic_on_real_xor_tydi_dev_ids(tmp_path:
         items.append({"id": q["id"], "lang": q["lang"], "ctxs": ctxs if rng.random() > 0.05 else []})
     pred = tmp_path / "pred.json"
     pred.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
-    official = official_scores(pred, XOR_DEV)
+    official = official_scores(pred, xor_dev)
     ours = recall_at_kt(questions, read_predictions(str(pred), questions)).metrics()
     assert set(official) == set(ours)
     for metric in ours:

@@ -97,3 +97,60 @@ def test_unpaired_runs_are_refused(runs):
     other = make_result({k: {l: h[:-1] for l, h in b.items()} for k, b in base.hits.items()})
     with pytest.raises(ValueError, match="same counted questions"):
         compare(base, other)
+
+
+def test_p_values_equal_scipy_on_real_xor_tydi_dev_questions(shared_data):
+    """xqg's t-test p equals scipy.stats.ttest_rel, its sign-flip p scipy.stats.permutation_test (paired), on
+    per-question hits of the real dev questions scored through recall_at_kt."""
+    import json
+    import random
+    import re
+
+    from scipy.stats import permutation_test, ttest_rel
+
+    from xqg.evaluate.xor import recall_at_kt
+
+    def plain(answer: str) -> bool:
+        """Words and single spaces only, none that NLTK splits (cannot -> can not): a passage that is the answer
+        tokenizes back to it, so it is a sure hit (the official script matches raw answers against tokens)."""
+        return bool(re.fullmatch(r"\w+( \w+)*", answer)) and not re.search(
+            r"(?i)\b(cannot|d'ye|gimme|gonna|gotta|lemme|more'n|wanna)\b", answer)
+
+    with (shared_data / "xor_tydi" / "xor_dev_retrieve_eng_span_v1_1.jsonl").open(encoding="utf-8") as f:
+        questions = [q for q in map(json.loads, f) if set(q["answers"]) - {"yes", "no"} and all(map(plain, q["answers"]))]
+    assert len(questions) > 1000
+    rng = random.Random(4)
+    # Per question and run: the retrieved passage is a counted answer itself (a sure hit) or filler (a miss); the
+    # +xQG run hits more often in some languages than others, so the p-values spread from tiny to large.
+    gain = {"ar": 0.2, "bn": 0.1, "fi": 0.05, "ja": 0.0, "ko": 0.03, "ru": -0.05, "te": 0.15}
+    hits: dict[str, dict[str, list[int]]] = {"base": {}, "xqg": {}}
+    preds: dict[str, dict[str, list[str]]] = {"base": {}, "xqg": {}}
+    for q in questions:
+        answer = next(a for a in q["answers"] if a not in ("yes", "no"))
+        for run, p in (("base", 0.4), ("xqg", 0.4 + gain[q["lang"]])):
+            hit = rng.random() < p
+            hits[run].setdefault(q["lang"], []).append(int(hit))
+            preds[run][q["id"]] = [answer if hit else "qqqq"]
+    base, xqg = recall_at_kt(questions, preds["base"]), recall_at_kt(questions, preds["xqg"])
+    tests = compare(base, xqg, n_permutations=200, seed=0)["R@2kt"]
+    langs = sorted(gain)
+    for lang in langs:
+        b, a = np.array(hits["xqg"][lang]), np.array(hits["base"][lang])
+        assert tests[lang].n == len(a) and tests[lang].delta == pytest.approx(100 * (b.mean() - a.mean()))
+        assert tests[lang].t_p == pytest.approx(ttest_rel(b, a).pvalue, rel=1e-9), lang
+    pooled = [np.concatenate([np.array(hits[run][lang]) for lang in langs]) for run in ("xqg", "base")]
+    assert tests["avg"].t_p == pytest.approx(ttest_rel(*pooled).pvalue, rel=1e-9)
+    p_values = sorted(tests[lang].t_p for lang in langs)
+    assert p_values[0] < 1e-4 and p_values[-1] > 0.1  # both ends of the scale are checked
+
+    # The randomization test on one language: scipy's exact paired permutation test (every sign flip of the
+    # discordant pairs; ties cannot change sign) against xqg's 20,000 random flips.
+    a, b = np.array(hits["base"]["fi"]), np.array(hits["xqg"]["fi"])
+    end = np.flatnonzero(a != b)[13] + 1  # the first 14 discordant pairs and the ties between them: 2^14 flips
+    a, b = a[:end], b[:end]
+    discordant = a != b
+    exact = permutation_test(
+        (b[discordant], a[discordant]), lambda x, y: np.mean(x - y), permutation_type="samples",
+        n_resamples=np.inf, alternative="two-sided",
+    ).pvalue
+    assert randomization_test([a], [b], n_permutations=20_000, seed=0) == pytest.approx(exact, abs=0.01)

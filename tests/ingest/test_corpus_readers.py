@@ -20,9 +20,6 @@ from xqg.ingest.corpus import (
     xquad_docid,
 )
 
-XQUAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "xquad"
-
-
 def _read_all(uri: str, fmt: str = "auto", **kw) -> tuple[pa.Table, list[dict]]:
     blocks = list(read_passages(uri, fmt, **kw))
     table = pa.concat_tables([b.table for b in blocks]) if blocks else None
@@ -205,9 +202,8 @@ def test_xquad_passages_are_english_paragraphs(tmp_path: Path) -> None:
     assert [(r["key"], r["reason"]) for r in rejects] == [(xquad_docid(1, 0), "empty text")]
 
 
-@pytest.mark.skipif(not (XQUAD / "xquad.en.json").exists(), reason="shared XQuAD data absent")
-def test_real_xquad_has_240_unique_paragraphs() -> None:
-    table, rejects = _read_all(str(XQUAD))
+def test_real_xquad_has_240_unique_paragraphs(shared_data: Path) -> None:
+    table, rejects = _read_all(str(shared_data / "xquad"))
     assert rejects == [] and table.num_rows == 240
     assert len(set(table["docid"].to_pylist())) == 240
 

@@ -21,10 +21,6 @@ from xqg.rundir import RunDir, shard_name
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "data" / "demo"
-SHARED = REPO.parent / "shared" / "data"
-XOR_DEV = SHARED / "xor_tydi" / "xor_dev_retrieve_eng_span_v1_1.jsonl"
-XOR_TRAIN = SHARED / "xor_tydi" / "xor_train_retrieve_eng_span.jsonl"
-XQUAD = SHARED / "xquad"
 
 
 def _config(tmp_path: Path, corpus: str | None, num_shards: int = 4, queries: list[dict] | None = None, run: str | None = None):
@@ -137,19 +133,21 @@ def test_uri_corpus_and_run_dir(tmp_path: Path) -> None:
     assert len(list((tmp_path / "urirun" / "corpus").glob("shard=*/part-00000.parquet"))) == 4
 
 
-@pytest.mark.skipif(not (XOR_DEV.exists() and (XQUAD / "xquad.en.json").exists()), reason="shared data absent")
-def test_real_xor_tydi_and_xquad_ingest_counts_add_up(tmp_path: Path) -> None:
+def test_real_xor_tydi_and_xquad_ingest_counts_add_up(tmp_path: Path, shared_data: Path) -> None:
+    xor_dev = shared_data / "xor_tydi" / "xor_dev_retrieve_eng_span_v1_1.jsonl"
+    xor_train = shared_data / "xor_tydi" / "xor_train_retrieve_eng_span.jsonl"
+    xquad_dir = shared_data / "xquad"
     queries = [
-        {"name": "xor-dev", "path": str(XOR_DEV)},
-        {"name": "xor-train", "path": str(XOR_TRAIN)},
-        {"name": "xquad", "path": str(XQUAD), "format": "xquad", "languages": ["ar", "ru", "de", "zh", "hi"]},
+        {"name": "xor-dev", "path": str(xor_dev)},
+        {"name": "xor-train", "path": str(xor_train)},
+        {"name": "xquad", "path": str(xquad_dir), "format": "xquad", "languages": ["ar", "ru", "de", "zh", "hi"]},
     ]
-    config = _config(tmp_path, str(XQUAD), num_shards=3, queries=queries)
+    config = _config(tmp_path, str(xquad_dir), num_shards=3, queries=queries)
     summary = run_ingest(config)
     assert summary.balanced and summary.rejected == 0
     run = RunDir(config.run_dir)
-    n_dev = sum(1 for _ in XOR_DEV.open(encoding="utf-8"))
-    n_train = sum(1 for _ in XOR_TRAIN.open(encoding="utf-8"))
+    n_dev = sum(1 for _ in xor_dev.open(encoding="utf-8"))
+    n_train = sum(1 for _ in xor_train.open(encoding="utf-8"))
     assert run.read_marker("ingest", "queries=xor-dev")["rows_out"] == n_dev == run.count_rows("queries/xor-dev")
     train = run.read_marker("ingest", "queries=xor-train")
     assert train["rows_out"] == n_train and train["rejected"] == 0 and "ar" in train["languages"]
@@ -162,15 +160,7 @@ def test_real_xor_tydi_and_xquad_ingest_counts_add_up(tmp_path: Path) -> None:
 
 
 def test_job_script_writes_sharded_parquet(tmp_path: Path) -> None:
-    demo_config = REPO / "configs" / "demo.yaml"
-    if demo_config.exists():
-        config_path = demo_config
-    else:  # the lead's demo config is not there yet: the same inputs in a config of our own
-        config_path = tmp_path / "demo.yaml"
-        config_path.write_text(yaml.safe_dump({
-            "corpus": {"path": "data/demo/passages.jsonl", "num_shards": 4},
-            "queries": [{"name": "dev", "path": "data/demo/dev.jsonl", "format": "xor_tydi"}],
-        }), encoding="utf-8")
+    config_path = REPO / "configs" / "demo.yaml"
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "jobs/ingest.py", "--config", str(config_path), "--set", f"run_dir={run_dir}"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -180,6 +170,12 @@ def test_job_script_writes_sharded_parquet(tmp_path: Path) -> None:
     config = load_config(config_path, [f"run_dir={run_dir}"])
     shards = sorted(run_dir.glob("corpus/shard=*/part-00000.parquet"))
     assert len(shards) == config.corpus.num_shards
-    assert sum(pq.ParquetFile(s).metadata.num_rows for s in shards) > 0
+    # Every passage of the demo file, each in the shard its docid hashes to, none twice; every dev question too.
+    expected = [json.loads(line)["docid"] for line in (REPO / config.corpus.path).open(encoding="utf-8")]
+    written = {s.parent.name: pq.read_table(s, columns=["docid"])["docid"].to_pylist() for s in shards}
+    assert sorted(d for ids in written.values() for d in ids) == sorted(expected)
+    assert all(shard_name(zlib.crc32(d.encode()) % len(shards)) == name for name, ids in written.items() for d in ids)
+    dev = [json.loads(line)["id"] for line in (REPO / config.queries[0].path).open(encoding="utf-8")]
+    assert sorted(pq.read_table(run_dir / "queries" / "dev", columns=["qid"])["qid"].to_pylist()) == sorted(dev)
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout

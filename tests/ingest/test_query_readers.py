@@ -12,10 +12,6 @@ from xqg.config import QuerySetConfig
 from xqg.ingest.corpus import read_passages, xquad_docid
 from xqg.ingest.queries import read_query_set, read_xor_tydi, read_xquad_queries
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-XOR_DEV = SHARED / "xor_tydi" / "xor_dev_retrieve_eng_span_v1_1.jsonl"
-XOR_TRAIN = SHARED / "xor_tydi" / "xor_train_retrieve_eng_span.jsonl"
-XQUAD = SHARED / "xquad"
 
 
 def _reasons(rejects: list[dict]) -> Counter:
@@ -130,24 +126,25 @@ def test_xquad_missing_language_file_is_an_error(tmp_path: Path) -> None:
         read_xquad_queries(str(tmp_path / "xq"), ["zh"])
 
 
-@pytest.mark.skipif(not XOR_DEV.exists(), reason="shared XOR-TyDi data absent")
-def test_real_xor_tydi_dev_and_train() -> None:
-    dev = read_xor_tydi(str(XOR_DEV))
-    assert dev.rejects == [] and dev.table.num_rows == sum(1 for _ in XOR_DEV.open(encoding="utf-8"))
+def test_real_xor_tydi_dev_and_train(shared_data: Path) -> None:
+    xor_dev = shared_data / "xor_tydi" / "xor_dev_retrieve_eng_span_v1_1.jsonl"
+    xor_train = shared_data / "xor_tydi" / "xor_train_retrieve_eng_span.jsonl"
+    dev = read_xor_tydi(str(xor_dev))
+    assert dev.rejects == [] and dev.table.num_rows == sum(1 for _ in xor_dev.open(encoding="utf-8"))
     assert set(dev.languages()) == {"ar", "bn", "fi", "ja", "ko", "ru", "te"}
-    train = read_xor_tydi(str(XOR_TRAIN))
-    raw_langs = Counter(json.loads(line)["lang"] for line in XOR_TRAIN.open(encoding="utf-8"))
+    train = read_xor_tydi(str(xor_train))
+    raw_langs = Counter(json.loads(line)["lang"] for line in xor_train.open(encoding="utf-8"))
     assert " ar" in raw_langs  # the real file's stray space ...
     assert train.rejects == []  # ... is normalised, not rejected
     assert train.languages()["ar"] == raw_langs[" ar"] + raw_langs.get("ar", 0)
 
 
-@pytest.mark.skipif(not (XQUAD / "xquad.en.json").exists(), reason="shared XQuAD data absent")
-def test_real_xquad_five_languages_point_at_corpus_paragraphs() -> None:
-    batch = read_xquad_queries(str(XQUAD), ["ar", "ru", "de", "zh", "hi"])
+def test_real_xquad_five_languages_point_at_corpus_paragraphs(shared_data: Path) -> None:
+    xquad = shared_data / "xquad"
+    batch = read_xquad_queries(str(xquad), ["ar", "ru", "de", "zh", "hi"])
     assert batch.rejects == []
     counts = batch.languages()
     assert set(counts) == {"ar", "ru", "de", "zh", "hi"} and len(set(counts.values())) == 1
-    docids = set(next(iter(read_passages(str(XQUAD)))).table["docid"].to_pylist())
+    docids = set(next(iter(read_passages(str(xquad)))).table["docid"].to_pylist())
     assert all(len(d) == 1 and d[0] in docids for d in batch.table["docids"].to_pylist())
     assert all(batch.table["answers"].to_pylist())  # every XQuAD question has an English answer

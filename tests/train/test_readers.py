@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,16 +164,15 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         list(read_training_file(str(tmp_path / "nope.jsonl")))
 
 
-def test_hub_dataset_names_and_the_optional_datasets_package() -> None:
+def test_hub_dataset_names_and_the_optional_datasets_package(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hub_name("hub:Tevatron/xor-tydi") == ("Tevatron/xor-tydi", "train")
     assert hub_name("hub:Tevatron/msmarco-passage:dev") == ("Tevatron/msmarco-passage", "dev")
     assert hub_name("Tevatron/xor-tydi") == ("Tevatron/xor-tydi", "train")
     assert hub_name("data/train.jsonl") is None and hub_name("s3://bucket/train.jsonl") is None
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match="optional `datasets` package"):
-            list(read_training_file("hub:Tevatron/xor-tydi"))
+    # Without the package (None in sys.modules makes `import datasets` fail, installed or not): a clear error.
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(ValueError, match="optional `datasets` package"):
+        list(read_training_file("hub:Tevatron/xor-tydi"))
 
 
 # ---- gp_squad (XOR-TyDi gold paragraphs, SQuAD layout) ------------------------------------------------------

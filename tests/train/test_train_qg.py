@@ -118,7 +118,8 @@ def test_saved_generator_loads_and_generates_questions(qg_run, tiny_mt5_dir: str
 
 @pytest.mark.slow
 def test_trained_generator_is_picked_up_by_the_generation_stage(qg_run, make_corpus_run, demo_passage_rows) -> None:
-    stage = pytest.importorskip("xqg.generate.stage")
+    from xqg.generate import stage
+
     config, _ = qg_run
     run = make_corpus_run(demo_passage_rows[:6], num_shards=1, run_dir=config.run_dir)
     gen_config = load_config(None, [
@@ -126,9 +127,11 @@ def test_trained_generator_is_picked_up_by_the_generation_stage(qg_run, make_cor
         "generate.max_input_len=128", "generate.batch_size=8", "generate.concurrency=1",
     ])
     summary = stage.run_generate(gen_config, languages=["ja"])
-    assert summary.balanced and summary.rows_out + summary.rejected == 6
+    assert summary.balanced and (summary.rows_in, summary.rows_out, summary.rejected) == (6, 6, 0)
     table = run.read_dir("generated/lang=ja")
-    assert table.num_rows == summary.rows_out and all(len(q) == 2 for q in table.column("queries").to_pylist())
+    assert sorted(table["docid"].to_pylist()) == sorted(r["docid"] for r in demo_passage_rows[:6])
+    queries = table.column("queries").to_pylist()
+    assert all(len(q) == 2 and all(x.strip() for x in q) for q in queries), queries
 
 
 # ---- gold-paragraph files, an eval file, the best checkpoint by eval loss ----------------------------------
