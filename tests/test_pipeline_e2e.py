@@ -26,7 +26,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).with_name("ray"))
 LANGS = ["ar", "bn", "fi", "ja", "ko", "ru", "te"]
-N_PASSAGES = 32  # 4 dev questions per language, ~100 training pairs
+N_PASSAGES = 48  # those of 4 dev and 1 held-out question per language, and others; 100 training pairs
 NUM_QUERIES = 3
 DEPTH = 10
 ALPHA = 0.01
@@ -94,13 +94,35 @@ def _ray_head(port: int, dash: int, env: dict[str, str]) -> Iterator[None]:
             address_file.unlink()
 
 
+def _small_demo_data(make_demo_data, full: Path, data: Path) -> None:
+    """A slice of the demo data: 4 dev and 1 held-out question per language, their passages and others, 100 pairs."""
+    make_demo_data(str(full), n_passages=600)  # the generator's smallest corpus with every question set
+
+    def rows(name: str) -> list[dict]:
+        return [json.loads(line) for line in (full / name).read_text(encoding="utf-8").splitlines()]
+
+    def per_lang(qs: list[dict], n: int) -> list[dict]:
+        return [q for lang in LANGS for q in [q for q in qs if q["lang"] == lang][:n]]
+
+    dev, heldout = per_lang(rows("dev.jsonl"), 4), per_lang(rows("heldout.jsonl"), 1)
+    wanted = {q["docid"] for q in dev + heldout}
+    passages = rows("passages.jsonl")
+    keep = [p for p in passages if p["docid"] in wanted]
+    keep += [p for p in passages if p["docid"] not in wanted][: N_PASSAGES - len(keep)]
+    data.mkdir()
+    for name, part in (("passages.jsonl", keep), ("dev.jsonl", dev), ("heldout.jsonl", heldout),
+                       ("train.jsonl", rows("train.jsonl")[:100])):
+        (data / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+
+
 def _small_overrides(data: Path, run_dir: Path) -> list[str]:
     """--set overrides: the small corpus, 2 shards, short trainings, depth 10."""
     train = f"[{data / 'train.jsonl'}]"
     return [
         f"run_dir={run_dir}", f"languages=[{','.join(LANGS)}]",
         f"corpus.path={data / 'passages.jsonl'}", "corpus.num_shards=2",
-        f"queries.0.path={data / 'dev.jsonl'}",
+        f"queries.0.path={data / 'dev.jsonl'}", f"queries.1.path={data / 'heldout.jsonl'}",
+        "settings=[]",  # the supervised setting only: the zero-shot one is the demo's, not the plumbing's
         f"train_qg.train_files={train}", "train_qg.max_steps=12", "train_qg.batch_size=16", "train_qg.num_workers=1",
         f"train_dr.train_files={train}", "train_dr.epochs=1", "train_dr.batch_size=16", "train_dr.num_workers=1",
         f"generate.num_queries={NUM_QUERIES}", "generate.max_new_tokens=12",
@@ -238,7 +260,7 @@ def test_demo_pipeline_through_ray_job_submit(tmp_path: Path) -> None:
     if ray.is_initialized():  # one Ray per process: the test's driver is the job, not this process
         ray.shutdown()
     data = tmp_path / "data"
-    make_demo_data(str(data), n_passages=N_PASSAGES)
+    _small_demo_data(make_demo_data, tmp_path / "full", data)
     run_dir = tmp_path / "run"
     overrides = _small_overrides(data, run_dir)
     port, dash = _free_port(), _free_port()
