@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # in a node's environment, an actor that holds such a fake GPU computes on the CPU and says so in its manifest
 # (device "fake-gpu"); without it, an actor given a GPU that CUDA cannot see fails its unit instead.
 FAKE_GPU_ENV = "XQG_FAKE_GPU"
+FAKE_GPU_UNIT_SECONDS_ENV = "XQG_FAKE_GPU_UNIT_SECONDS"
 
 UseGpuSetting = Literal["auto", True, False] | bool | None
 
@@ -118,6 +119,18 @@ def actor_device(use_gpu: bool) -> str:
         f"this actor was given GPU {ray.get_gpu_ids()} but CUDA is not available on node "
         f"{ray.get_runtime_context().get_node_id()[:12]} (CUDA torch/driver missing?): refusing to compute on the CPU"
     )
+
+
+def fake_gpu_pause(device: str, started: float) -> None:
+    """On a test cluster's fake GPU, stretch a unit to XQG_FAKE_GPU_UNIT_SECONDS (tiny units would otherwise all be
+    done by the first actor before the autoscaler's next node is up); a no-op on every real device."""
+    if device != "fake-gpu":
+        return
+    import time
+
+    rest = float(os.environ.get(FAKE_GPU_UNIT_SECONDS_ENV) or 0) - (time.perf_counter() - started)
+    if rest > 0:
+        time.sleep(rest)
 
 
 def torch_device(device: str) -> str:

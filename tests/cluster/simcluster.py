@@ -58,7 +58,7 @@ class PrivateAutoscalingCluster(AutoscalingCluster):
         # Ray turns token auth on by itself when ~/.ray/auth_token exists (left by any earlier Ray); this
         # throwaway cluster and its jobs must agree, so it is off for both.
         env.update(RAY_AUTH_MODE="disabled", RAY_TMPDIR=self.temp_dir, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false",
-                   XQG_FAKE_GPU="1", OMP_NUM_THREADS="1")  # fake GPU nodes compute on the CPU, and say so
+                   XQG_FAKE_GPU="1", XQG_FAKE_GPU_UNIT_SECONDS="6", OMP_NUM_THREADS="1")  # fake GPU nodes compute on the CPU, and say so
         return env
 
     def start(self, _system_config=None, override_env=None) -> None:

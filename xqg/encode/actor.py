@@ -16,7 +16,7 @@ from xqg.encode.vectors import vector_column
 from xqg.models.encoder import Encoder, chunks, tokenize_passages, tokenize_queries
 from xqg.layout import ENCODE, GENERATED, PART, PASSAGES, QUERIES, corpus_dir, embeddings_dir, generated_dir, query_set_dir
 from xqg.rundir import RunDir
-from xqg.units import actor_device, failed_manifest, torch_device, where
+from xqg.units import actor_device, failed_manifest, fake_gpu_pause, torch_device, where
 
 STAGE = ENCODE
 
@@ -105,6 +105,7 @@ class EncodeActor:
         except Exception as e:  # noqa: BLE001 - one bad unit fails alone; the driver names it in the summary
             blank = {"rows_in": 0, "rows_out": 0, "rejected": 0, "items": 0, "dim": 0}
             return failed_manifest(unit, e, {**head, **blank, **tail})
+        fake_gpu_pause(self.device, start)
         return {**head, "seconds": time.perf_counter() - start, **info, **tail}
 
     # ---- targets ---------------------------------------------------------------------

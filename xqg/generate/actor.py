@@ -14,7 +14,7 @@ from xqg.generate.backends import SamplingSettings, backend_class
 from xqg.generate.unit import generate_unit
 from xqg.layout import GENERATE, PART, corpus_dir, generated_dir, generated_unit
 from xqg.rundir import RunDir
-from xqg.units import actor_device, failed_manifest, torch_device, where
+from xqg.units import actor_device, failed_manifest, fake_gpu_pause, torch_device, where
 
 STAGE = GENERATE
 PROGRESS_EVERY_S = 30.0  # a unit (a shard of a large corpus) can take an hour: say how far it got
@@ -66,6 +66,7 @@ class GenerateActor:
         """Generate one unit, replacing any partial output of an earlier try; return its manifest."""
         if self.unusable is not None:
             raise self.unusable
+        started = time.perf_counter()
         unit = generated_unit(lang, shard)
         out_dir = generated_dir(lang, shard)
         self.run.remove(out_dir)
@@ -76,6 +77,7 @@ class GenerateActor:
         )
         self.run.write_table(posixpath.join(out_dir, PART), res.table)
         rejected = self.run.write_rejects(STAGE, unit, res.rejects)
+        fake_gpu_pause(self.device, started)
         return {
             "unit": unit, "lang": lang, "shard": shard, "rows_in": res.rows_in, "rows_out": res.table.num_rows,
             "rejected": rejected, "queries": res.table.num_rows * self.backend.sampling.num_queries,
