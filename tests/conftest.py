@@ -89,6 +89,12 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def ray_address(ray_local) -> str:
+    """The address of the session's Ray, for job subprocesses (kill tests) to connect to instead of starting their own."""
+    return ray_local.get_runtime_context().gcs_address
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     """Write rows as JSON lines (UTF-8)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -43,6 +44,31 @@ log = logging.getLogger(__name__)
 
 # Marker fields that say when or where a unit ran, not what it was made from.
 VOLATILE = frozenset({"finished_at", "seconds", "actor", "unit", "node", "device"})
+
+
+# Test-only: with XQG_TEST_HOLD="<stage>:<n>" a job stops for good right before it marks the n-th unit of that stage
+# (the unit's output written, its marker not), after creating the file XQG_TEST_HOLD_FILE, so a kill test kills it
+# mid-stage at a known point. Unset, as outside the kill tests, it costs one environment lookup per unit.
+HOLD_ENV, HOLD_FILE_ENV = "XQG_TEST_HOLD", "XQG_TEST_HOLD_FILE"
+_units_finishing: dict[str, int] = {}
+
+
+def _hold_for_kill_test(stage: str, unit: str) -> None:
+    spec = os.environ.get(HOLD_ENV)
+    if not spec:
+        return
+    held_stage, _, n = spec.rpartition(":")
+    if held_stage != stage:
+        return
+    _units_finishing[stage] = _units_finishing.get(stage, 0) + 1
+    if _units_finishing[stage] != int(n):
+        return
+    log.warning("%s=%s: holding before marking %s %s until killed", HOLD_ENV, spec, stage, unit)
+    if os.environ.get(HOLD_FILE_ENV):
+        with open(os.environ[HOLD_FILE_ENV], "w", encoding="utf-8") as f:
+            f.write(f"{stage} {unit}\n")
+    while True:
+        time.sleep(60)
 
 
 def fingerprint(obj: Any) -> str:
@@ -249,6 +275,7 @@ class StageRunner:
         if problems:
             self.fail(unit, "; ".join(problems))
             return False
+        _hold_for_kill_test(self.stage, unit.name)
         marker = self.run.mark_done(
             self.stage, unit.name, fingerprint=unit.fingerprint, inputs=unit.inputs, rows_in=rows_in,
             rows_out=rows_out, rejected=rejected, **{k: _plain(v) for k, v in info.items()},

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import signal
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from processes import kill_leftovers, processes_mentioning, start_job
+from processes import kill_job, start_job_on, wait_for, wait_until_cluster_idle
 from encode_helpers import install_dr, write_generated, write_query_set
 from xqg.config import load_config
 from xqg.encode.stage import run_encode
@@ -51,35 +45,27 @@ def embeddings(run: RunDir) -> dict[str, tuple[list, np.ndarray]]:
 
 @pytest.mark.slow
 def test_killed_encode_resumes_to_exactly_the_uninterrupted_result(
-    tmp_path, tiny_bert_dir, make_corpus_run, demo_passage_rows, ray_local
+    tmp_path, tiny_bert_dir, make_corpus_run, demo_passage_rows, ray_local, ray_address
 ):
     rows = demo_passage_rows[:120]
     run = make_run(rows, tmp_path / "run", tiny_bert_dir, make_corpus_run)
-    # batch_size 1 makes each unit take long enough to kill the job between two units
-    settings = {"run_dir": run.uri, "languages": LANGS, "encode": {"batch_size": 1}}
+    settings = {"run_dir": run.uri, "languages": LANGS, "encode": {"batch_size": 8}}
     config_path = tmp_path / "encode.yaml"
     config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    ray_tmp = tempfile.mkdtemp(prefix="xqge", dir="/tmp")  # short: Ray's socket paths live under it
+    log, held = tmp_path / "killed.log", tmp_path / "held"
+    # on the session's Ray (no cluster start), held before marking its second unit
+    proc = start_job_on(ray_address, "encode.py", config_path, log, "--target", "all", hold=("encode", 2, held))
     try:
-        proc = start_job("encode.py", config_path, ray_tmp, tmp_path / "killed.log", "--target", "all")
-        deadline = time.monotonic() + 240
-        while not run.done_units("encode") and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        marked = len(run.done_units("encode"))
-        assert 1 <= marked < UNITS, f"kill came too late or never: {marked} units\n" + (tmp_path / "killed.log").read_text()
-        kill_leftovers(ray_tmp)
-        assert processes_mentioning(ray_tmp) == [], "processes of the killed job's Ray cluster survived"
-
-        proc = start_job("encode.py", config_path, ray_tmp, tmp_path / "resumed.log", "--target", "all")
-        assert proc.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()
-        log = (tmp_path / "resumed.log").read_text()
-        assert re.search(rf"units skipped \(complete\) +{marked}\n", log), log
-        assert kill_leftovers(ray_tmp) == [], "a finished job left processes of its Ray cluster behind"
+        wait_for(held.exists, proc, log, "the hold before marking the second unit", timeout=240)
     finally:
-        kill_leftovers(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        kill_job(proc)
+    marked = len(run.done_units("encode"))
+    assert marked == 1, f"killed with one unit marked, the second written: {marked} units\n" + log.read_text()
+    wait_until_cluster_idle(ray_local)  # no actor of the killed job survives it
+
+    resumed = run_encode(load_config(config_path), "all")  # the rerun
+    assert resumed.ok and resumed.units_skipped == marked and resumed.units_stale == 0
+    assert resumed.units_done == UNITS - marked
     assert len(run.done_units("encode")) == UNITS
 
     reference = make_run(rows, tmp_path / "reference", tiny_bert_dir, make_corpus_run)

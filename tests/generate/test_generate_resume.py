@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import signal
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from processes import kill_leftovers, processes_mentioning, start_job
+from processes import kill_job, start_job_on, wait_for, wait_until_cluster_idle
 
 from xqg.config import load_config
 from xqg.generate.stage import run_generate
@@ -31,9 +25,9 @@ def table_rows(run: RunDir) -> list[tuple]:
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_exactly_the_uninterrupted_result(
-    tmp_path, tiny_mt5_dir, make_corpus_run, demo_passage_rows, ray_local
+    tmp_path, tiny_mt5_dir, make_corpus_run, demo_passage_rows, ray_local, ray_address
 ):
-    rows = demo_passage_rows[:240]  # 80 per shard: units take long enough to kill one mid-run
+    rows = demo_passage_rows[:60]  # 20 per shard; the hold, not the size of a unit, makes the kill land mid-run
     run = make_corpus_run(rows, num_shards=SHARDS, run_dir=tmp_path / "run")
     settings = {
         "run_dir": run.uri, "languages": LANGS,
@@ -41,30 +35,22 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(
     }
     config_path = tmp_path / "generate.yaml"
     config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    ray_tmp = tempfile.mkdtemp(prefix="xqgk", dir="/tmp")  # short: Ray's socket paths live under it
     total = len(LANGS) * SHARDS
+    log, held = tmp_path / "killed.log", tmp_path / "held"
+    # on the session's Ray (no cluster start), held before marking its second unit
+    proc = start_job_on(ray_address, "generate.py", config_path, log, hold=("generate", 2, held))
     try:
-        proc = start_job("generate.py", config_path, ray_tmp, tmp_path / "killed.log")
-        deadline = time.monotonic() + 240
-        while not run.done_units("generate") and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        marked = len(run.done_units("generate"))
-        assert 1 <= marked < total, f"kill came too late or never: {marked} units marked\n" + (tmp_path / "killed.log").read_text()
-        survivors = kill_leftovers(ray_tmp)
-        print("processes of the killed job's Ray that outlived the process group kill:", survivors)
-        assert processes_mentioning(ray_tmp) == [], "processes of the killed job's Ray cluster survived"
-
-        proc = start_job("generate.py", config_path, ray_tmp, tmp_path / "resumed.log")
-        assert proc.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()
-        log = (tmp_path / "resumed.log").read_text()
-        assert re.search(rf"units skipped \(complete\) +{marked}\n", log)
-        assert kill_leftovers(ray_tmp) == [], "a finished job left processes of its Ray cluster behind"
+        wait_for(held.exists, proc, log, "the hold before marking the second unit", timeout=240)
     finally:
-        kill_leftovers(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        kill_job(proc)
+    marked = len(run.done_units("generate"))
+    assert marked == 1, f"killed with one unit marked, the second written: {marked} units marked\n" + log.read_text()
+    wait_until_cluster_idle(ray_local)  # no actor of the killed job survives it
 
+    config = load_config(config_path)
+    resumed_summary = run_generate(config)  # the rerun
+    assert resumed_summary.ok and resumed_summary.units_skipped == marked and resumed_summary.units_stale == 0
+    assert resumed_summary.units_done == total - marked
     assert len(run.done_units("generate")) == total
     resumed = table_rows(run)
     pairs = [(d, lang) for d, lang, _ in resumed]

@@ -3,6 +3,8 @@
 Epoch e visits the examples in permutation default_rng([seed, e]); global step s of the epoch takes the slice
 [s*B, (s+1)*B) (B = global batch) and rank r its r-th part (np.array_split), so the data position is just
 (epoch, step in epoch), whatever the world size. A last partial batch smaller than the world size is dropped.
+The random draws of a step (dropout) come from step_seed(seed, global step, rank), so a training resumed from a
+checkpoint takes the same steps as one never interrupted.
 """
 
 from __future__ import annotations
@@ -38,3 +40,8 @@ def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
     if step < warm:
         return (step + 1) / warm
     return max(0.0, (total - step) / max(1, total - warm))
+
+
+def step_seed(seed: int, global_step: int, rank: int) -> int:
+    """The torch seed of one optimizer step on one rank (dropout masks depend on nothing else)."""
+    return int(np.random.SeedSequence([seed, global_step, rank]).generate_state(1, np.uint64)[0] >> 1)

@@ -3,7 +3,8 @@
 A training contributes a task (xqg.train.dr.DRTask, xqg.train.qg.QGTask), named by its import path
 "module:Class" and built inside each worker: it knows the data, the model, the batches, the loss and how to save
 the model. This module owns everything else:
-- the data order of xqg.train.order (the data position is (epoch, step in epoch), whatever the world size);
+- the data order of xqg.train.order (the data position is (epoch, step in epoch), whatever the world size) and
+  the seed of each step's dropout (step_seed), so a resumed training repeats the uninterrupted one exactly;
 - AdamW, linear warm-up then linear decay to 0, gradient clipping at 1.0 (HF Trainer's default), autocast
   bf16/fp16 on GPU (fp16 with a GradScaler);
 - the length of the training: `epochs` passes, or exactly `max_steps` optimizer steps when it is set (epochs
@@ -45,7 +46,7 @@ import numpy as np
 from xqg.rundir import RunDir, filesystem_for
 from xqg.train.checkpoints import checkpoint_name, latest_checkpoint, read_valid_state, write_state
 from xqg.train.metrics import MetricsLog, metrics_rel
-from xqg.train.order import epoch_order, local_indices, lr_factor, steps_per_epoch
+from xqg.train.order import epoch_order, local_indices, lr_factor, step_seed, steps_per_epoch
 
 MAX_GRAD_NORM = 1.0
 
@@ -348,6 +349,9 @@ def train_worker(config: dict[str, Any]) -> None:
                         task.make_batch, local_indices(order, step + 1, s.global_batch, rank, world), ep
                     )
                 ddp.train()
+                # Dropout draws from a seed of (seed, step, rank), not from a generator that has run since the
+                # worker started: a training resumed at a checkpoint then takes exactly the uninterrupted steps.
+                torch.manual_seed(step_seed(s.seed, global_step, rank))
                 amp = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
                 with amp:
                     loss, value = task.compute_loss(ddp, batch, device)
