@@ -159,7 +159,9 @@ def run_evaluate(config: Config) -> StageSummary:
         "seed": ev.seed,
         "exports": [XOR_EXT],  # each run's predictions in XOR-TyDi's official format, runs/<run>.xor.json
         # the generated queries the report samples and measures (their entity share)
-        "generated": fingerprint({u: marker_fingerprint(m) for u, m in runner.markers(GENERATE).items()}),
+        # of the run's languages only: generating another language must not redo the report
+        "generated": fingerprint({u: marker_fingerprint(m) for u, m in runner.markers(GENERATE).items()
+                                  if u.split("/", 1)[0] in {f"lang={lang}" for lang in config.languages}}),
     }
     if others:
         inputs["settings"] = {
