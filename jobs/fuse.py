@@ -15,4 +15,4 @@ def stage(config, args):
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(__doc__, stage, needs_ray=False))
+    raise SystemExit(run_job(__doc__, stage))

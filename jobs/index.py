@@ -28,4 +28,4 @@ def stage(config, args):
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(__doc__, stage, add_arguments, needs_ray=False))
+    raise SystemExit(run_job(__doc__, stage, add_arguments))

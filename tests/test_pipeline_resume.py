@@ -41,8 +41,15 @@ DEMO = REPO / "configs" / "demo.yaml"
 
 
 def overrides(run_dir: Path) -> list[str]:
-    return [f"run_dir={run_dir}", f"languages=[{', '.join(LANGS)}]", "index.shard_size=50", "search.depth=20",
-            "evaluate.permutations=200"]
+    # The demo's first 240 passages and its dev questions, one bi-encoder setting: small, every stage still sharded.
+    corpus = run_dir.parent / "passages-240.jsonl"
+    if not corpus.exists():
+        lines = (REPO / "data" / "demo" / "passages.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+        corpus.write_text("".join(lines[:240]), encoding="utf-8")
+    dev = REPO / "data" / "demo" / "dev.jsonl"
+    return [f"run_dir={run_dir}", f"languages=[{', '.join(LANGS)}]", f"corpus.path={corpus}", "settings=[]",
+            f"queries=[{{name: dev, path: '{dev}', format: xor_tydi}}]",
+            "index.shard_size=50", "search.depth=20", "evaluate.permutations=200"]
 
 
 def config_for(run_dir: Path) -> Config:
