@@ -121,6 +121,15 @@ def actor_device(use_gpu: bool) -> str:
     )
 
 
+def actor_device_or_refusal(use_gpu: bool) -> tuple[str, RuntimeError | None]:
+    """(device, None), or ("cpu", the refusal) for a GPU actor without CUDA: it fails each unit it gets with the
+    reason (an actor that raised in __init__ would be restarted over and over), never computing on the CPU."""
+    try:
+        return actor_device(use_gpu), None
+    except RuntimeError as e:
+        return "cpu", e
+
+
 def fake_gpu_pause(device: str, started: float) -> None:
     """On a test cluster's fake GPU, stretch a unit to XQG_FAKE_GPU_UNIT_SECONDS (tiny units would otherwise all be
     done by the first actor before the autoscaler's next node is up); a no-op on every real device."""

@@ -16,7 +16,7 @@ from xqg.encode.vectors import vector_column
 from xqg.models.encoder import Encoder, chunks, tokenize_passages, tokenize_queries
 from xqg.layout import ENCODE, GENERATED, PART, PASSAGES, QUERIES, corpus_dir, embeddings_dir, generated_dir, query_set_dir
 from xqg.rundir import RunDir
-from xqg.units import actor_device, failed_manifest, fake_gpu_pause, torch_device, where
+from xqg.units import actor_device_or_refusal, failed_manifest, fake_gpu_pause, torch_device, where
 
 STAGE = ENCODE
 
@@ -57,13 +57,8 @@ class EncodeActor:
         self.threads = threads
         self._encoders: dict[str, Encoder] = {}
         self.where = where()
-        # cuda only in an actor given a GPU (torch would take any visible one); a GPU actor without CUDA fails
-        # each unit with the reason instead of computing on the CPU.
-        self.device, self.unusable = "cpu", None
-        try:
-            self.device = actor_device(use_gpu)
-        except RuntimeError as e:
-            self.unusable = e
+        self.device, self.unusable = actor_device_or_refusal(use_gpu)  # cuda only in an actor given a GPU
+        if self.unusable is not None:
             return
         for side in preload:  # load up front, so a unit's seconds are its own work
             self.encoder(side)

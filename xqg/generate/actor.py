@@ -14,7 +14,7 @@ from xqg.generate.backends import SamplingSettings, backend_class
 from xqg.generate.unit import generate_unit
 from xqg.layout import GENERATE, PART, corpus_dir, generated_dir, generated_unit
 from xqg.rundir import RunDir
-from xqg.units import actor_device, failed_manifest, fake_gpu_pause, torch_device, where
+from xqg.units import actor_device_or_refusal, failed_manifest, fake_gpu_pause, torch_device, where
 
 STAGE = GENERATE
 PROGRESS_EVERY_S = 30.0  # a unit (a shard of a large corpus) can take an hour: say how far it got
@@ -49,13 +49,8 @@ class GenerateActor:
         threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or None
         self.template, self.seed, self.batch_size = template, seed, batch_size
         self.where = where()
-        # cuda only in an actor given a GPU. A GPU actor without CUDA fails each unit it gets with the reason (an
-        # actor that raised here would be restarted over and over); it never computes on the CPU instead.
-        self.device, self.unusable = "cpu", None
-        try:
-            self.device = actor_device(use_gpu)
-        except RuntimeError as e:
-            self.unusable = e
+        self.device, self.unusable = actor_device_or_refusal(use_gpu)  # cuda only in an actor given a GPU
+        if self.unusable is not None:
             return
         self.backend = cls(
             model_path, SamplingSettings(**sampling), device=torch_device(self.device),
