@@ -8,7 +8,8 @@ runs in a fresh driver process connected to one local Ray; a thread samples the 
 peak RSS during the stage minus its RSS just before the stage (after imports and connecting to Ray).
 
   python benchmarks/driver_memory.py                                   # 20k and 200k passages
-  python benchmarks/driver_memory.py --sizes 5000 50000 --buffers 1048576   # what the test runs
+  python benchmarks/driver_memory.py --sizes 10000 100000 --shards 2 --rows-per-shard 5000 \
+      --buffers 1048576                                                # what the test runs
   PYTHONPATH=/path/to/other/checkout python benchmarks/driver_memory.py  # the same for another version
 """
 
@@ -193,14 +194,17 @@ def run_child(stage: str, args: list[str], address: str | None, buffers: int | N
 
 
 def measure(sizes: list[int], root: Path, address: str | None, dim: int = 128, shards: int = 8,
-            index_shard: int = 50_000, buffers: int | None = None) -> list[dict]:
+            index_shard: int = 50_000, buffers: int | None = None, rows_per_shard: int = 0) -> list[dict]:
     """Rows {size, stage, before_mb, peak_mb, delta_mb, seconds} for every size and stage."""
     rows = []
     for n in sizes:
         corpus = root / f"corpus-{n}.jsonl"
         write_corpus(corpus, n)
         run_dir = str(root / f"run-{n}")
-        args = overrides(run_dir, str(corpus), shards, index_shard)
+        # Ingest holds one corpus shard's docids at a time (to drop repeated ones): its memory follows the
+        # shard's size, which the user sets, not the corpus's. rows_per_shard keeps that size fixed.
+        n_shards = max(shards, -(-n // rows_per_shard)) if rows_per_shard else shards
+        args = overrides(run_dir, str(corpus), n_shards, index_shard)
         for stage in STAGES:
             if stage == "fuse":
                 write_vectors(run_dir, dim)
@@ -225,6 +229,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000])
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--shards", type=int, default=8, help="corpus shards (the same at every size)")
+    parser.add_argument("--rows-per-shard", type=int, default=0,
+                        help="more shards at larger sizes, so that a shard holds at most this many passages")
     parser.add_argument("--index-shard", type=int, default=50_000)
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--buffers", type=int, default=0, help="ingest's buffers in bytes (default: as configured)")
@@ -242,7 +248,8 @@ def main() -> None:
              runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}})
     address = ray.get_runtime_context().gcs_address
     with tempfile.TemporaryDirectory(prefix="xqg-driver-memory-") as tmp:
-        rows = measure(a.sizes, Path(tmp), address, a.dim, a.shards, a.index_shard, a.buffers or None)
+        rows = measure(a.sizes, Path(tmp), address, a.dim, a.shards, a.index_shard, a.buffers or None,
+                       a.rows_per_shard)
     print(table(rows))
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1))

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from xqg.rundir import RunDir, shard_name
 
@@ -61,21 +60,26 @@ def split_duplicates(table: pa.Table, key: str = "docid") -> tuple[pa.Table, pa.
 
 
 class ShardSpool:
-    """Streams tables into one staging Parquet file per shard, buffering at most buffer_bytes (the driver's memory
-    must not grow with the corpus: a corpus of any size passes through the same buffer)."""
+    """Streams tables into one staging file per shard, buffering at most buffer_bytes (the driver's memory must
+    not grow with the corpus: a corpus of any size passes through the same buffer).
+
+    The staging files are Arrow IPC streams, not Parquet: a Parquet writer keeps every row group's metadata in
+    memory until it closes, and a spool writes one row group per shard per flush (thousands over a large
+    corpus), while a stream writer holds nothing of what it has written.
+    """
 
     def __init__(self, run: RunDir, rel: str, schema: pa.Schema, buffer_bytes: int = 16 << 20) -> None:
         self.run, self.rel, self.schema, self.buffer_bytes = run, rel, schema, buffer_bytes
         self._buffers: dict[int, list[pa.Table]] = {}
         self._buffered = 0
-        self._writers: dict[int, pq.ParquetWriter] = {}
+        self._writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, pa.NativeFile]] = {}
         self.rows: dict[int, int] = {}
         run.remove(rel)
         run.makedirs(rel)
 
     def path(self, shard: int) -> str:
         """Staging file of a shard."""
-        return self.run.path(posixpath.join(self.rel, f"{shard_name(shard)}.parquet"))
+        return self.run.path(posixpath.join(self.rel, f"{shard_name(shard)}.arrows"))
 
     def add(self, table: pa.Table, shards: np.ndarray) -> None:
         """Queue rows; shards[i] is the shard of row i."""
@@ -87,42 +91,37 @@ class ShardSpool:
             self.flush()
 
     def flush(self) -> None:
-        """Write every buffered table as one row group per shard."""
+        """Append every buffered table to its shard's stream."""
         for shard, parts in self._buffers.items():
-            writer = self._writers.get(shard)
-            if writer is None:
-                writer = pq.ParquetWriter(self.path(shard), self.schema, filesystem=self.run.fs, compression="lz4")
-                self._writers[shard] = writer
-            writer.write_table(pa.concat_tables(parts))
+            if shard not in self._writers:
+                sink = self.run.fs.open_output_stream(self.path(shard))
+                options = pa.ipc.IpcWriteOptions(compression="lz4")
+                self._writers[shard] = (pa.ipc.new_stream(sink, self.schema, options=options), sink)
+            self._writers[shard][0].write_table(pa.concat_tables(parts).combine_chunks())
         self._buffers.clear()
         self._buffered = 0
 
     def close(self) -> None:
         """Flush and close every staging file."""
         self.flush()
-        for writer in self._writers.values():
+        for writer, sink in self._writers.values():
             writer.close()
+            sink.close()
         self._writers.clear()
 
-    def read(self, shard: int) -> pa.Table:
-        """All staged rows of a shard in input order (an empty table when it got none)."""
-        if shard not in self.rows:
-            return self.schema.empty_table()
-        return pq.read_table(self.path(shard), filesystem=self.run.fs, schema=self.schema)
-
-    def column(self, shard: int, name: str) -> pa.ChunkedArray:
-        """One column of a shard's staged rows, in input order (read alone: a small part of the rows' bytes)."""
-        if shard not in self.rows:
-            return pa.chunked_array([], self.schema.field(name).type)
-        return pq.read_table(self.path(shard), filesystem=self.run.fs, columns=[name])[name]
-
-    def iter_tables(self, shard: int) -> Iterator[pa.Table]:
-        """A shard's staged rows in input order, one staged row group at a time."""
+    def iter_tables(self, shard: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """A shard's staged rows (or some of their columns) in input order, one staged flush at a time."""
         if shard not in self.rows:
             return
-        pf = pq.ParquetFile(self.path(shard), filesystem=self.run.fs)
-        for g in range(pf.metadata.num_row_groups):
-            yield pf.read_row_group(g).cast(self.schema)
+        with self.run.fs.open_input_stream(self.path(shard)) as source:
+            for batch in pa.ipc.open_stream(source):
+                table = pa.Table.from_batches([batch])
+                yield table.select(columns) if columns else table
+
+    def column(self, shard: int, name: str) -> pa.ChunkedArray:
+        """One column of a shard's staged rows, in input order (only that column is kept)."""
+        chunks = [t[name].combine_chunks() for t in self.iter_tables(shard, [name])]
+        return pa.chunked_array(chunks, self.schema.field(name).type)
 
     def remove(self) -> None:
         """Delete the staging folder."""
