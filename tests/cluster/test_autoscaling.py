@@ -26,7 +26,9 @@ GPU_NODE = {"resources": {"CPU": 1, "GPU": 1, "object_store_memory": 150_000_000
 @pytest.fixture(scope="module")
 def cluster():
     # A short private temp dir (Ray's socket paths must stay under ~107 characters).
-    temp_dir = tempfile.mkdtemp(prefix="ac", dir=os.environ.get("RAY_TMPDIR") or "/tmp")
+    parent = os.environ.get("RAY_TMPDIR") or "/tmp"
+    os.makedirs(parent, exist_ok=True)
+    temp_dir = tempfile.mkdtemp(prefix="ac", dir=parent)
     c = PrivateAutoscalingCluster({"CPU": 1}, {"gpu": GPU_NODE}, temp_dir)
     try:
         c.start()
