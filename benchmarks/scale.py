@@ -48,6 +48,7 @@ from driver_memory import PeakSampler, rss_bytes  # noqa: E402  (one peak sample
 
 STAGES = ("ingest", "generate", "encode", "fuse", "index", "search", "evaluate")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ---- measuring ---------------------------------------------------------------------------------------------
@@ -93,24 +94,47 @@ def pid_rss(pid: int) -> int:
         return 0
 
 
-class WorkerSampler:
-    """The largest RSS of any Ray worker below this process while a `with` block runs (sampled every 0.2 s)."""
+def pid_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) one process has used so far (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return None
 
-    def __init__(self, interval_s: float = 0.2) -> None:
-        self.interval_s, self.top, self.samples = interval_s, 0, 0
+
+class WorkerSampler:
+    """While a `with` block runs: the largest RSS of any Ray worker below this process, and the CPU seconds the
+    workers used (each worker's CPU time at its last sample minus at the block's start; a worker started in the
+    block counts from zero). CPU seconds depend much less than wall time on what else the machine runs."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s, self.top = interval_s, 0
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         for pid in ray_workers(os.getpid()):
             self.top = max(self.top, pid_rss(pid))
-        self.samples += 1
+            cpu = pid_cpu(pid)
+            if cpu is not None:
+                self.last[pid] = cpu
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._sample()
 
+    @property
+    def cpu_s(self) -> float:
+        """Worker CPU seconds used inside the block."""
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
+
     def __enter__(self) -> WorkerSampler:
+        self._sample()
+        self.first, self.top = dict(self.last), 0
         self._thread.start()
         return self
 
@@ -138,15 +162,17 @@ def measure(stage: str, run_dir: Path, work: Callable[[], list[Any]]) -> dict[st
 
     gc.collect()
     before_bytes, before_rss = tree_bytes(run_dir), rss_bytes()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), os.times()
     with PeakSampler() as driver, WorkerSampler() as workers:
         summaries = work()
-    seconds = time.perf_counter() - t0
+    seconds, cpu1 = time.perf_counter() - t0, os.times()
     for s in summaries:
         if not s.ok or not s.balanced:
             raise SystemExit(f"{stage} failed:\n{s.render()}")
     return {
         "stage": stage, "seconds": round(seconds, 3), "units": sum(s.units_done for s in summaries),
+        "driver_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
+        "worker_cpu_s": round(workers.cpu_s, 2), "load_average": round(os.getloadavg()[0], 1),
         "rows_out": sum(s.rows_out for s in summaries), "driver_peak_mb": round(driver.top / 2**20, 1),
         "driver_delta_mb": round((driver.top - before_rss) / 2**20, 1), "driver_exact": driver.exact,
         "worker_peak_mb": round(workers.top / 2**20, 1), "bytes_written": tree_bytes(run_dir) - before_bytes,
@@ -245,6 +271,7 @@ def run_size(n: int, stages: list[str], work: Path, models: tuple[Path, Path], a
         row["passages_per_s"] = round(n / row["seconds"], 1)
         row["us_per_passage"] = round(row["seconds"] / n * 1e6, 2)
         row["bytes_per_passage"] = round(row["bytes_written"] / n, 1)
+        row["cpu_us_per_passage"] = round((row["driver_cpu_s"] + row["worker_cpu_s"]) / n * 1e6, 2)
         row["synthetic_vectors"] = args.synthetic_vectors and stage != "ingest"
         print(f"[{n:,}] {json.dumps({k: v for k, v in row.items() if k != 'parts'})}", flush=True)
         rows.append(row)
@@ -287,8 +314,12 @@ def fit(rows: list[dict]) -> dict[str, Any]:
     # Marginal cost per passage between neighbouring sizes: superlinear cost shows as a rising slope.
     out["marginal_us_per_passage"] = [round((t2 - t1) / (n2 - n1) * 1e6, 2)
                                       for (n1, t1), (n2, t2) in zip(zip(ns, ts), zip(ns[1:], ts[1:]))]
+    cs = [r["driver_cpu_s"] + r["worker_cpu_s"] for r in rows]
+    out["marginal_cpu_us_per_passage"] = [round((c2 - c1) / (n2 - n1) * 1e6, 2)
+                                          for (n1, c1), (n2, c2) in zip(zip(ns, cs), zip(ns[1:], cs[1:]))]
     first, last = rows[0], rows[-1]
     out["time_per_passage_ratio"] = round(last["us_per_passage"] / first["us_per_passage"], 2)
+    out["cpu_per_passage_ratio"] = round(last["cpu_us_per_passage"] / first["cpu_us_per_passage"], 2)
     if first["bytes_written"] > 0:
         out["bytes_per_passage_ratio"] = round(last["bytes_per_passage"] / first["bytes_per_passage"], 2)
     return out
@@ -314,22 +345,27 @@ def machine() -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     """The per-stage, per-size table and the fit table."""
     rows, sizes = result["rows"], sorted({r["size"] for r in result["rows"]})
-    lines = ["| stage | passages | shards | wall s | passages/s | µs/passage | driver peak MB (Δ) | largest worker MB "
-             "| bytes written | bytes/passage |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| stage | passages | shards | wall s | passages/s | wall µs/passage | CPU µs/passage | load | "
+             "driver peak MB (Δ) | largest worker MB | bytes written | bytes/passage |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for stage in STAGES:
         for r in sorted((r for r in rows if r["stage"] == stage), key=lambda r: r["size"]):
             mark = " *" if r.get("synthetic_vectors") else ""
             lines.append(f"| {stage} | {r['size']:,}{mark} | {r['shards']} | {r['seconds']:.1f} | {r['passages_per_s']:,.0f} | "
-                         f"{r['us_per_passage']:,.0f} | {r['driver_peak_mb']:.0f} ({r['driver_delta_mb']:+.0f}) | "
+                         f"{r['us_per_passage']:,.0f} | {r['cpu_us_per_passage']:,.0f} | {r['load_average']:.0f} | "
+                         f"{r['driver_peak_mb']:.0f} ({r['driver_delta_mb']:+.0f}) | "
                          f"{r['worker_peak_mb']:.0f} | {r['bytes_written']:,} | {r['bytes_per_passage']:,.0f} |")
-    lines += ["", "| stage | fixed a (s) | b (µs/passage, fit) | marginal µs/passage between sizes | "
-              "µs/passage largest / smallest | bytes/passage largest / smallest |", "|---|---:|---:|---|---:|---:|"]
+    lines += ["", "| stage | fixed a (s) | b (wall µs/passage, fit) | marginal wall µs/passage between sizes | "
+              "marginal CPU µs/passage | wall µs/passage largest / smallest | CPU µs/passage largest / smallest | "
+              "bytes/passage largest / smallest |", "|---|---:|---:|---|---|---:|---:|---:|"]
     for stage, f in result["fits"].items():
         if len(f.get("sizes", [])) < 2:
             continue
         marg = " → ".join(f"{m:,.0f}" for m in f["marginal_us_per_passage"])
-        lines.append(f"| {stage} | {f['fixed_s']:.1f} | {f['us_per_passage_fit']:,.0f} | {marg} | "
-                     f"{f['time_per_passage_ratio']} | {f.get('bytes_per_passage_ratio', '-')} |")
+        cpu = " → ".join(f"{m:,.0f}" for m in f["marginal_cpu_us_per_passage"])
+        lines.append(f"| {stage} | {f['fixed_s']:.1f} | {f['us_per_passage_fit']:,.0f} | {marg} | {cpu} | "
+                     f"{f['time_per_passage_ratio']} | {f['cpu_per_passage_ratio']} | "
+                     f"{f.get('bytes_per_passage_ratio', '-')} |")
     return "\n".join(lines) + f"\n\nsizes: {', '.join(f'{s:,}' for s in sizes)}; {result['note']}\n"
 
 
