@@ -197,15 +197,37 @@ def build_models(work: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def make_data(n: int, work: Path) -> Path:
-    """The demo generator's corpus and questions at n passages (kept in work/ for the next run)."""
+def make_data(n: int, work: Path, replicate_above: int) -> Path:
+    """The demo generator's corpus and questions at n passages (kept in work/ for the next run).
+
+    Above replicate_above passages the corpus is the demo corpus of replicate_above passages repeated with new
+    docids (copy k: '<docid>-k'), and the questions are that corpus's: the generator makes every name unique, and
+    at 1M passages it had not finished after 7 minutes, still drawing place names (NameBank._fresh rejects names it
+    has handed out, and the place-name space runs short). Cost per passage does not depend on whether texts repeat."""
     from xqg.demo.data import make_demo_data
 
     folder = work / f"data-{n}"
-    if not (folder / "README.md").exists():  # written last: its presence means the rest is complete
-        t0 = time.perf_counter()
+    if (folder / "README.md").exists():  # written last: its presence means the rest is complete
+        return folder
+    t0 = time.perf_counter()
+    if n <= replicate_above:
         make_demo_data(str(folder), n_passages=n)
-        print(f"[data] {n:,} passages generated in {time.perf_counter() - t0:.0f} s", flush=True)
+    else:
+        base = make_data(replicate_above, work, replicate_above)
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = (base / "passages.jsonl").read_text(encoding="utf-8").splitlines()
+        with (folder / "passages.jsonl").open("w", encoding="utf-8") as f:
+            for i in range(n):
+                copy, line = divmod(i, len(lines))
+                if copy:
+                    row = json.loads(lines[line])
+                    row["docid"] = f"{row['docid']}-{copy}"
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                else:
+                    f.write(lines[line] + "\n")
+        shutil.copy(base / "dev.jsonl", folder / "dev.jsonl")
+        (folder / "README.md").write_text(f"{n} passages: data-{replicate_above} repeated with new docids\n")
+    print(f"[data] {n:,} passages made in {time.perf_counter() - t0:.0f} s", flush=True)
     return folder
 
 
@@ -250,7 +272,7 @@ def run_size(n: int, stages: list[str], work: Path, models: tuple[Path, Path], a
     from xqg.config import load_config
     from xqg.encode.stage import run_encode
 
-    data = make_data(n, work)
+    data = make_data(n, work, args.replicate_above)
     run_dir = work / f"run-{n}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: every stage does all its work
     config = load_config(None, overrides(n, data, run_dir, *models, args))
@@ -384,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="JSON result (default: <work>/scale.json); the table goes beside it")
     p.add_argument("--synthetic-vectors", action="store_true",
                    help="skip generate and encode: random vectors in their layout (set-up, not measured) feed fuse")
+    p.add_argument("--replicate-above", type=int, default=100_000,
+                   help="larger corpora repeat the demo corpus of this size with new docids (see make_data)")
     p.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
@@ -410,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     note = (f"generation subset at every size: languages [{args.gen_languages}], {args.gen_queries} query per "
             f"passage, at most {args.gen_new_tokens} new tokens; {args.shard_passages:,} passages per shard; "
             "tiny random-weight mT5 / BERT (2 layers, d_model 64, vocabulary 2,000)"
+            + (f"; corpora above {args.replicate_above:,} passages repeat the {args.replicate_above:,}-passage one "
+               "with new docids" if max(r["size"] for r in rows) > args.replicate_above else "")
             + (f"; * at {', '.join(f'{x:,}' for x in synthetic)} passages generate and encode did not run: random "
                "vectors in their layout fed fuse (the query set was encoded for real)" if synthetic else ""))
     result = {"machine": machine(), "args": vars(args), "note": note, "rows": rows,
