@@ -99,7 +99,7 @@ def run_encode(device: str, tiny: bool, work: Path) -> list[dict[str, Any]]:
             staged = "stage_texts_per_s" in e
             rows.append({
                 "part": "encode", "name": f"{model['model']} {target} ({e['mean_tokens']:.0f} tok), "
-                                          f"{'Ray stage' if staged else 'bare loop, no Ray'}",
+                                          f"{'Ray stage' if staged else 'bare loop'}",
                 "throughput": e["stage_texts_per_s"] if staged else e["bare_texts_per_s"], "unit": "texts/s",
                 "seconds": e["stage_wall_s"] if staged else e["bare_encode_s"],
                 "share_of_bf16_peak": e.get("stage_share_of_peak", e.get("bare_share_of_peak")),
