@@ -11,15 +11,18 @@ language (--gen-languages, default ar) and --gen-queries queries of at most --ge
 passage (defaults 1 and 8; the paper: 7 languages x 5 queries of 32). Every passage of every shard is
 generated (fusion needs every shard), so generate's per-passage cost is comparable across sizes.
 
-Per stage and size: wall time, passages/s, the driver's peak RSS (PeakSampler of benchmarks/driver_memory.py),
-the largest Ray worker's RSS (the driver's descendant processes named ray::*, sampled every 0.2 s from /proc)
-and the bytes the stage added to the run directory. Then per stage a fit of time = a + b*n (a: fixed cost,
-Ray Data start and model load; b: cost per passage) and the per-passage time and bytes at the largest size over
-those at the smallest.
+Per stage and size: wall time, passages/s, CPU seconds of the driver and of every Ray worker (from /proc: wall
+time on a shared machine follows the other users' load), the load average, the driver's peak RSS (PeakSampler of
+benchmarks/driver_memory.py), the largest Ray worker's RSS (the driver's descendant processes named ray::*,
+sampled every 0.5 s) and the bytes the stage added to the run directory. Each size runs in a fresh driver process
+with its own local Ray. Then per stage a fit of time = a + b*n (a: fixed cost, Ray Data start and model load;
+b: cost per passage), the marginal cost per passage between neighbouring sizes, and the per-passage time, CPU and
+bytes at the largest size over those at the smallest.
 
-  python benchmarks/scale.py --sizes 10000 100000                  # ~30 min on 2 shared cores
-  python benchmarks/scale.py --sizes 1000000 --merge scale.json    # add a size to an earlier result
-  python benchmarks/scale.py --sizes 1000000 --stages ingest,encode --merge scale.json   # fewer stages
+  python benchmarks/scale.py --sizes 10000 100000            # 11.5 min on 2 shared cores (benchmarks/RESULTS.md)
+  python benchmarks/scale.py --sizes 1000000 --synthetic-vectors --merge /tmp/xqg-scale/scale-10k-100k.json
+      # 1M without generate and encode (random vectors in their layout feed fuse), added to an earlier result
+  python benchmarks/scale.py --sizes 1000000 --stages ingest,generate --merge scale.json   # fewer stages
 """
 
 from __future__ import annotations
