@@ -59,7 +59,7 @@ def build_tokenizer(out: Path) -> Path:
 
 
 def build_model(kind: str, tokenizer_dir: Path, out: Path) -> Path:
-    """A randomly initialised mBERT- or XLM-R-base-size encoder saved with the demo tokenizer."""
+    """A randomly initialised mBERT- or XLM-R-base-size (or tiny) encoder saved with the demo tokenizer."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel, XLMRobertaConfig, XLMRobertaModel
 
@@ -71,6 +71,9 @@ def build_model(kind: str, tokenizer_dir: Path, out: Path) -> Path:
     torch.manual_seed(0)
     if kind == "mbert":
         model = BertModel(BertConfig(vocab_size=119_547, pad_token_id=tok.pad_token_id), add_pooling_layer=False)
+    elif kind == "tiny":  # dry runs: the same code path in seconds
+        model = BertModel(BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, pad_token_id=tok.pad_token_id), add_pooling_layer=False)
     else:
         config = XLMRobertaConfig(vocab_size=250_002, max_position_embeddings=514, type_vocab_size=1,
                                   pad_token_id=tok.pad_token_id)
@@ -170,15 +173,17 @@ def flops_per_sequence(model_dir: Path, tokens: float) -> float:
 
 
 def device_info() -> dict:
-    """What ran the benchmark."""
-    import faiss
-    import ray
+    """What ran the benchmark (ray and faiss versions when they are installed)."""
     import torch
     import transformers
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "ray": ray.__version__, "faiss": faiss.__version__, "cpu": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count()}
+            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    for name in ("ray", "faiss"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
         info["gpu"] = name
@@ -187,58 +192,69 @@ def device_info() -> dict:
 
 
 def bench_encode(kind: str, args: argparse.Namespace, work: Path, info: dict) -> dict:
-    """Stage vs bare loop for passages and generated queries with one model size."""
-    import ray
-
+    """Stage vs bare loop for passages and generated queries with one model size (bare loop alone with
+    --no-stage, e.g. on a GPU machine without Ray)."""
     from xqg.config import load_config
 
     model_dir = build_model(kind, build_tokenizer(work / "tokenizer"), work / f"model-{kind}")
     rows, lists = make_texts(args.passages, args.gen_passages)
     flat = [q for lst in lists for q in lst]
     owners = np.repeat(np.arange(len(lists)), NUM_QUERIES)
-    result: dict = {"model": kind, "passages": len(rows), "generated_queries": len(flat)}
+    result: dict = {"model": kind, "passages": len(rows), "generated_queries": len(flat), "stage": not args.no_stage}
     import torch
 
     torch.set_num_threads(args.threads)
-    ray.init(num_cpus=max(args.threads, 2), include_dashboard=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}})
     samples: dict[str, list] = {"bare_p": [], "ray_p": [], "bare_q": [], "ray_q": []}
-    try:
-        from ray.data import DataContext
+    if not args.no_stage:
+        import ray
 
-        DataContext.get_current().enable_progress_bars = False
+        ray.init(num_cpus=max(args.threads, 2), include_dashboard=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        if not args.no_stage:
+            from ray.data import DataContext
+
+            DataContext.get_current().enable_progress_bars = False
         # Bare and staged runs alternate, each repeated: on a shared machine the best of each is compared.
         for _ in range(args.repeats):
+            samples["bare_p"].append(bare_loop(model_dir, [r["title"] for r in rows], [r["text"] for r in rows], 128,
+                                               args.batch_size))
+            samples["bare_q"].append(bare_loop(model_dir, flat, None, 32, args.batch_size, owners))
+            if args.no_stage:
+                continue
             run_root = Path(tempfile.mkdtemp(prefix=f"run-{kind}-", dir=work))
             make_run(run_root, rows, lists, args.shards)
             overrides = [f"run_dir={run_root}", f"encode.model={model_dir}", f"encode.batch_size={args.batch_size}",
                          "encode.concurrency=1", f"encode.torch_threads={args.threads}"]
             config = load_config(None, overrides)
-            samples["bare_p"].append(bare_loop(model_dir, [r["title"] for r in rows], [r["text"] for r in rows], 128,
-                                               args.batch_size))
             samples["ray_p"].append(stage_run(config, "passages"))
-            samples["bare_q"].append(bare_loop(model_dir, flat, None, 32, args.batch_size, owners))
             samples["ray_q"].append(stage_run(config, "generated"))
     finally:
-        ray.shutdown()
-    best = {k: min(v, key=lambda r: r.get("total_s", r.get("wall_s"))) for k, v in samples.items()}
-    bare_p, ray_p, bare_q, ray_q = best["bare_p"], best["ray_p"], best["bare_q"], best["ray_q"]
+        if not args.no_stage:
+            ray.shutdown()
+    best = {k: min(v, key=lambda r: r.get("total_s", r.get("wall_s"))) for k, v in samples.items() if v}
     result["samples"] = {k: [round(r.get("total_s", r.get("wall_s")), 2) for r in v] for k, v in samples.items()}
-    for name, bare, staged, n, tok in (("passages", bare_p, ray_p, len(rows), bare_p["mean_tokens"]),
-                                       ("generated", bare_q, ray_q, len(flat), bare_q["mean_tokens"])):
+    for name, bare, staged, n in (("passages", best["bare_p"], best.get("ray_p"), len(rows)),
+                                  ("generated", best["bare_q"], best.get("ray_q"), len(flat))):
+        tok = bare["mean_tokens"]
         flops = flops_per_sequence(model_dir, tok) * n
         entry = {
             "texts": n, "mean_tokens": round(tok, 1),
             "bare_encode_s": round(bare["encode_s"], 2), "bare_total_s": round(bare["total_s"], 2),
-            "stage_wall_s": round(staged["wall_s"], 2), "stage_actor_s": round(staged["actor_s"], 2),
-            "bare_texts_per_s": round(n / bare["encode_s"], 2), "stage_texts_per_s": round(n / staged["wall_s"], 2),
-            "overhead_wall_vs_bare_total": round(staged["wall_s"] / bare["total_s"] - 1, 3),
-            "overhead_actor_vs_bare_encode": round(staged["actor_s"] / bare["encode_s"] - 1, 3),
-            "stage_tflops": round(flops / staged["actor_s"] / 1e12, 3),
-            "bare_tflops": round(flops / bare["encode_s"] / 1e12, 3),
+            "bare_texts_per_s": round(n / bare["encode_s"], 2), "bare_tflops": round(flops / bare["encode_s"] / 1e12, 3),
         }
+        if staged:
+            entry.update({
+                "stage_wall_s": round(staged["wall_s"], 2), "stage_actor_s": round(staged["actor_s"], 2),
+                "stage_texts_per_s": round(n / staged["wall_s"], 2),
+                "overhead_wall_vs_bare_total": round(staged["wall_s"] / bare["total_s"] - 1, 3),
+                "overhead_actor_vs_bare_encode": round(staged["actor_s"] / bare["encode_s"] - 1, 3),
+                "stage_tflops": round(flops / staged["actor_s"] / 1e12, 3),
+            })
         if info.get("gpu_peak_tflops"):
-            entry["stage_share_of_peak"] = round(entry["stage_tflops"] / info["gpu_peak_tflops"], 3)
+            entry["bare_share_of_peak"] = round(entry["bare_tflops"] / info["gpu_peak_tflops"], 3)
+            if staged:
+                entry["stage_share_of_peak"] = round(entry["stage_tflops"] / info["gpu_peak_tflops"], 3)
         result[name] = entry
         print(f"[{kind}] {name}: {json.dumps(entry)}", flush=True)
     return result
@@ -288,9 +304,10 @@ def bench_index(n: int, dim: int, nq: int, args: argparse.Namespace) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Measure what the flags ask for; print JSON lines, return the results (and write them with --out)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="mbert,xlmr")
+    p.add_argument("--models", default="mbert,xlmr", help="mbert, xlmr (tiny for a dry run)")
     p.add_argument("--passages", type=int, default=256, help="passages to encode (CPU: keep it small)")
     p.add_argument("--gen-passages", type=int, default=200, help="passages with 5 generated queries each")
     p.add_argument("--shards", type=int, default=2)
@@ -299,6 +316,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="alternating bare / stage runs; the best of each counts")
     p.add_argument("--skip-encode", action="store_true")
     p.add_argument("--skip-index", action="store_true")
+    p.add_argument("--no-stage", action="store_true", help="bare loop only (no Ray: e.g. a GPU machine without it)")
     p.add_argument("--index-vectors", type=int, default=1_000_000)
     p.add_argument("--index-dim", type=int, default=768)
     p.add_argument("--index-queries", type=int, default=1000)
@@ -308,7 +326,7 @@ def main() -> None:
     p.add_argument("--train-sample", type=int, default=65_536)
     p.add_argument("--work", default=None, help="folder for models and runs (default: a temporary one)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="xqg-bench-"))
     info = device_info()
     print(f"[device] {json.dumps(info)}", flush=True)
@@ -320,6 +338,7 @@ def main() -> None:
         results["index"] = bench_index(args.index_vectors, args.index_dim, args.index_queries, args)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
+    return results
 
 
 if __name__ == "__main__":

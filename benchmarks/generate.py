@@ -34,7 +34,8 @@ MT5_SIZES = {
     # google/mt5-small and google/mt5-base config.json values (untied embeddings, gated-gelu).
     "small": dict(d_model=512, d_ff=1024, d_kv=64, num_layers=8, num_decoder_layers=8, num_heads=6),
     "base": dict(d_model=768, d_ff=2048, d_kv=64, num_layers=12, num_decoder_layers=12, num_heads=12),
-    "tiny": dict(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4),  # smoke runs
+    # Smoke and dry runs: the tokenizer's own vocabulary size, not mT5's 250k rows (a 128 MB model to convert).
+    "tiny": dict(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4, vocab_size=8192),
 }
 DECODER_SIZES = {
     # A Qwen2-0.5B-shaped Llama decoder (vocabulary cut to 32,000 so the tokenizer can cover it).
@@ -67,10 +68,10 @@ def build_mt5(size: str, tokenizer_dir: Path, workdir: Path) -> Path:
     if (out / "config.json").exists():
         return out
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    cfg = MT5Config(
-        vocab_size=250112, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **MT5_SIZES[size],
-    )
+    cfg = MT5Config(**{
+        "vocab_size": 250112, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+        "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0, **MT5_SIZES[size],
+    })
     torch.manual_seed(0)
     model = MT5ForConditionalGeneration(cfg)
     model.save_pretrained(out)

@@ -138,3 +138,15 @@ def test_committed_data_matches_generator(demo: Path) -> None:
         assert committed.read_bytes() == (demo / name).read_bytes(), (
             f"data/demo/{name} drifted from the generator: run python -m xqg.demo.data --out data/demo"
         )
+
+
+def test_name_bank_stops_with_an_error_when_its_names_run_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name space that yields nothing new ends in a RuntimeError naming the cause, not an endless loop."""
+    from xqg.demo.data import NameBank
+
+    bank = NameBank(random.Random(0))
+    monkeypatch.setattr(NameBank, "MAX_DRAWS", 50)
+    monkeypatch.setattr(bank, "_word", lambda endings: "Velmora")  # a space of one name
+    assert bank.place() == "Velmora"
+    with pytest.raises(RuntimeError, match="exhausted"):
+        bank.place()

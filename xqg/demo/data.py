@@ -51,6 +51,7 @@ class NameBank:
     """Hands out invented names that are unique and never nested inside one another."""
 
     MIN_LEN = 5
+    MAX_DRAWS = 100_000  # rejected draws in a row before giving up
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
@@ -70,8 +71,10 @@ class NameBank:
     def _fresh(self, endings: tuple[str, ...]) -> str:
         # Rejecting names that contain (or hide inside) an earlier name keeps every name
         # unique to one passage even under substring matching, so each question has
-        # exactly one passage that can answer it.
-        while True:
+        # exactly one passage that can answer it. The draws are bounded: once the name space runs short (the
+        # place names, somewhere between 100k and 1M passages) every draw is rejected and an unbounded loop never
+        # ends, so the generator stops with an error that says so.
+        for _ in range(self.MAX_DRAWS):
             word = self._word(endings)
             low = word.lower()
             if len(low) < self.MIN_LEN or low in self._inside:
@@ -81,6 +84,10 @@ class NameBank:
                 self._used.add(low)
                 self._inside |= subs
                 return word
+        raise RuntimeError(
+            f"no new name in {self.MAX_DRAWS:,} draws after {len(self._used):,} names: the invented-name space is "
+            "exhausted; generate fewer passages"
+        )
 
     def is_name(self, value: str) -> bool:
         """Whether a fact value contains a name this bank handed out (e.g. ``Mount Velmora``)."""

@@ -1,0 +1,33 @@
+"""passage_texts looks up each shard's own docids (routed by ingest's shard hash) and finds every passage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+from xqg.config import load_config
+from xqg.evaluate.stage import passage_texts, wanted_by_shard
+from xqg.ingest.stage import run_ingest
+from xqg.rundir import RunDir
+
+
+def test_passage_texts_finds_every_wanted_passage_through_its_shard(tmp_path: Path) -> None:
+    """Ingested into 7 shards, 300 passages; asking for 120 of them (and one unknown id) returns exactly those, and
+    each shard is asked only for the docids that hash to it."""
+    rows = [{"docid": f"d{i}", "title": f"T{i}", "text": f"text of passage {i}"} for i in range(300)]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = load_config(None, [f"run_dir={tmp_path / 'run'}", f"corpus.path={corpus}", "corpus.format=jsonl",
+                                "corpus.num_shards=7", "languages=[ar]"])
+    assert run_ingest(config).ok
+    run = RunDir(config.run_dir)
+    wanted = pa.array([f"d{i}" for i in range(0, 300, 5)] + [f"d{i}" for i in range(1, 300, 5)] + ["missing"])
+    texts = passage_texts(run, wanted, include_title=True)
+    assert texts == {f"d{i}": f"T{i} text of passage {i}" for i in range(300) if i % 5 in (0, 1)}
+    routed = wanted_by_shard(run, run.corpus_shards(), wanted)
+    assert sum(len(v) for v in routed.values()) == len(wanted)  # each docid goes to one shard, not to all 7
+    for shard, want in routed.items():
+        held = set(run.read_dir(f"corpus/shard={shard:05d}", columns=["docid"])["docid"].to_pylist())
+        assert {d for d in want.to_pylist() if d != "missing"} <= held
