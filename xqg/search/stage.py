@@ -67,6 +67,18 @@ def search_shards(
     return [results[s["index"]] for s in shards]
 
 
+def changed_sources(runner: StageRunner, manifest: dict[str, Any]) -> list[str]:
+    """Source units a flat index reads its vectors from whose markers changed since it was built (empty: current).
+    An index with its own FAISS copies stays self-consistent; one that reads its source must match it."""
+    changed = []
+    for shard in manifest["shards"]:
+        for sl in shard.get("vectors") or []:
+            marker = runner.markers(sl["stage"]).get(sl["unit"])
+            if marker is None or marker_fingerprint(marker) != sl["fingerprint"]:
+                changed.append(f"{sl['stage']}/{sl['unit']}")
+    return sorted(set(changed))
+
+
 def run_search(config: Config, index_name_: str, query_set: str | None = None) -> StageSummary:
     """Search a query set's embeddings against index/<name>; write runs/<run name>.tsv and .trec."""
     from xqg.search.merge import merge_topk, write_run
@@ -97,6 +109,10 @@ def run_search(config: Config, index_name_: str, query_set: str | None = None) -
     run.write_config(config, SEARCH)
 
     def search(unit: Unit) -> dict[str, Any]:
+        changed = changed_sources(runner, manifest)
+        if changed:
+            raise RuntimeError(f"index {name!r} reads its vectors from {changed[:3]}, which changed since it was "
+                               f"built: run jobs/index.py --name {name} first")
         table = run.read_dir(embeddings_dir(qunit), ["qid", "embedding"])
         queries = vector_matrix(table["embedding"])
         if queries.shape[1] != manifest["dim"]:
