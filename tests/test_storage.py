@@ -78,6 +78,7 @@ def runs(ray_local, tiny_bert_dir, tmp_path_factory) -> dict[str, Any]:
             f"corpus.num_shards={SHARDS}", f"queries=[{{name: dev, path: '{_write(root / 'q.jsonl', questions)}'}}]",
             "settings=[]", f"encode.model={tiny_bert_dir}", f"fuse.alpha={ALPHA}", "evaluate.permutations=200",
             f"storage.dtype={dtype}", "encode.pooling=mean",
+            "index.shard_size=50",  # index shards that straddle corpus shards: the source rows must line up
         ])
 
     c32, c16 = config(root / "f32" / "run", "float32"), config(root / "f16" / "run", "float16")

@@ -53,7 +53,7 @@ def search_shards(
         actor = remote.options(**options, memory=memory[i] if memory else None).remote(
             run_uri, folder, shard, nprobe, ef_search, gpus)
         ref = actor.search.options(max_task_retries=-1).remote(q_ref, depth, batch_size)
-        actors[ref], pending[ref] = actor, shard["index"]
+        actors[ref], pending[ref] = actor, i  # by position: a flat index over its source has no FAISS file names
     results = {}
     try:
         while pending:
@@ -64,7 +64,7 @@ def search_shards(
     finally:
         for actor in actors.values():
             ray.kill(actor)
-    return [results[s["index"]] for s in shards]
+    return [results[i] for i in range(len(shards))]
 
 
 def changed_sources(runner: StageRunner, manifest: dict[str, Any]) -> list[str]:
