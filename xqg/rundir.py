@@ -54,7 +54,8 @@ def parse_shard(name: str) -> int:
 def _leaves(type_: pa.DataType, path: str) -> list[tuple[str, pa.DataType]]:
     """(Parquet column path, type) of every leaf under one Arrow field, as pyarrow names them when writing."""
     if pa.types.is_struct(type_):
-        return [leaf for i in range(type_.num_fields) for leaf in _leaves(type_.field(i).type, f"{path}.{type_.field(i).name}")]
+        fields = [type_.field(i) for i in range(type_.num_fields)]
+        return [leaf for f in fields for leaf in _leaves(f.type, f"{path}.{f.name}")]
     if pa.types.is_map(type_):
         return _leaves(type_.key_type, f"{path}.key_value.key") + _leaves(type_.item_type, f"{path}.key_value.value")
     if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):

@@ -65,7 +65,8 @@ def plan_units(
     stored = storage_inputs(storage)
     if target == PASSAGES:
         return [
-            _unit(runner, passages_unit(s, setting), PASSAGES, (INGEST, corpus_unit(s)), {"encoder": encoders[PASSAGES], **stored}, shard=s)
+            _unit(runner, passages_unit(s, setting), PASSAGES, (INGEST, corpus_unit(s)),
+                  {"encoder": encoders[PASSAGES], **stored}, shard=s)
             for s in runner.run.corpus_shards()
             if shards is None or s in shards
         ]
@@ -89,7 +90,8 @@ def plan_units(
             lang, shard = parsed
             if (languages is None or lang in languages) and (shards is None or shard in shards):
                 units.append(_unit(runner, generated_sum_unit(variant, lang, shard), GENERATED, (GENERATE, done),
-                                   {"encoder": encoders[QUERIES], "num_queries": num_queries, **stored}, shard=shard, lang=lang))
+                                   {"encoder": encoders[QUERIES], "num_queries": num_queries, **stored},
+                                   shard=shard, lang=lang))
         return units
     raise ValueError(f"unknown encode target {target!r}; expected one of {TARGETS} or 'all'")
 
