@@ -354,6 +354,21 @@ class EvaluateConfig(Strict):
     seed: int = 0
 
 
+class StorageConfig(Strict):
+    """How vectors are stored in the run directory (computation is always float32)."""
+
+    # float32 by default: what the paper's code stored, and every reported number is then exactly the float32
+    # one; float16 can swap passages whose scores lie closer than its resolution (tests/test_storage.py). The
+    # full-run configs choose float16: it is what brings a paper run under 250 GB (benchmarks/RESULTS.md).
+    dtype: Literal["float16", "float32"] = Field(
+        "float32",
+        description="Passage embeddings, generated-query sums and fused vectors: float16 (half the bytes; sums and "
+        "fusion accumulate in float32 and round once when stored; a flat index keeps no second copy of its vectors, "
+        "search reads them from the embeddings) or float32 (every vector as written before, flat indexes as FAISS "
+        "copies). Query embeddings stay float32. Changing it redoes encode (passages, generated), fuse and index.",
+    )
+
+
 class RayConfig(Strict):
     """Connection options; RAY_ADDRESS in the environment wins over address."""
 
@@ -381,6 +396,7 @@ class Config(Strict):
     index: IndexConfig = Field(default_factory=IndexConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     settings: list[SettingConfig] = Field(
         default_factory=list, description="Further bi-encoder settings the pipeline runs after the main one."

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from xqg.config import Config
-from xqg.encode.vectors import stored_width, vector_column, vector_matrix
+from xqg.encode.vectors import storage_inputs, stored_width, vector_column, vector_matrix
 from xqg.languages import normalise_code
 from xqg.layout import (
     ENCODE,
@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 
 
 def fuse_vectors(passages: np.ndarray, sums: np.ndarray, counts: np.ndarray, alpha: float, reduce: str) -> np.ndarray:
-    """(1 - alpha) e(p) + alpha * (sum or mean of e(q)); rows with no generated query keep e(p) unchanged."""
+    """(1 - alpha) e(p) + alpha * (sum or mean of e(q)) in float32 whatever the inputs' dtype; rows with no generated
+    query keep e(p) unchanged."""
+    # float16 inputs would make numpy compute in float16 (alpha is a weak Python scalar): widen first, round once
+    passages, sums = passages.astype(np.float32, copy=False), sums.astype(np.float32, copy=False)
     has = counts > 0
     gen = sums if reduce == "sum" else sums / np.maximum(counts, 1)[:, None].astype(np.float32)
     fused = (1.0 - alpha) * passages + alpha * gen
@@ -107,7 +110,8 @@ def plan_units(runner: StageRunner, config: Config) -> tuple[list[Unit], list[st
             f"generated{hint} for them, or set fuse.languages"
         )
     f = config.fuse
-    params = {"alpha": f.alpha, "reduce": f.reduce, "num_queries": k, "variant": variant, "languages": languages}
+    params = {"alpha": f.alpha, "reduce": f.reduce, "num_queries": k, "variant": variant, "languages": languages,
+              **storage_inputs(config.storage.dtype)}
     units = []
     for s in shards:
         p = encoded[passages_unit(s, setting)]
@@ -120,8 +124,9 @@ def plan_units(runner: StageRunner, config: Config) -> tuple[list[Unit], list[st
 
 
 def fuse_shard(payload: dict[str, Any], *, run_uri: str, variant: str, languages: list[str], alpha: float,
-               reduce: str) -> dict[str, Any]:
-    """Fuse one shard (a Ray task on a worker): read its passage vectors and query sums, write fused/<name>/."""
+               reduce: str, storage: str = "float32") -> dict[str, Any]:
+    """Fuse one shard (a Ray task on a worker): read its passage vectors and query sums (float16 or float32), fuse
+    in float32, write fused/<name>/ in the storage dtype."""
     run = RunDir(run_uri)
     shard = payload["shard"]
     ptable = run.read_dir(embeddings_dir(payload["passages"]), columns=["docid", "embedding"])
@@ -134,7 +139,7 @@ def fuse_shard(payload: dict[str, Any], *, run_uri: str, variant: str, languages
     sums, counts, miss = gather_generated(docids, gen, emb.shape[1])
     fused = fuse_vectors(emb, sums, counts, alpha, reduce)
     run.write_table(posixpath.join(fused_dir(payload["unit"]), PART),
-                    pa.table({"docid": docids, "embedding": vector_column(fused)}))
+                    pa.table({"docid": docids, "embedding": vector_column(fused, storage)}))
     return {"rows_in": ptable.num_rows, "rows_out": ptable.num_rows, "rejected": 0,
             "without_queries": int((counts == 0).sum()), "unmatched_generated": miss, "encoder": payload["encoder"],
             "queries": int(counts.sum())}
@@ -169,7 +174,7 @@ def run_fuse(config: Config) -> StageSummary:
         runner.run_tasks(
             plan.todo, fuse_shard,
             {"run_uri": run.worker_uri, "variant": variant, "languages": languages, "alpha": config.fuse.alpha,
-             "reduce": config.fuse.reduce},
+             "reduce": config.fuse.reduce, "storage": config.storage.dtype},
             memory=lambda u: fuse_memory(int(u.expected or 0), dim), desc=f"fuse {name}", on_result=counted,
         )
     runner.summary.extra.update({

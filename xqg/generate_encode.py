@@ -26,6 +26,7 @@ def run_generate_encode(
     """Generate the pending units and encode each as it comes; then encode generated units still unencoded."""
     from xqg.encode.actor import EncodeGeneratedAfter
     from xqg.encode.model import load_encoder_spec
+    from xqg.encode.vectors import storage_inputs
     from xqg.encode.stage import encoder_fingerprints, run_encode
     from xqg.generate.actor import GenerateActor
     from xqg.generate.stage import start_generate
@@ -45,7 +46,7 @@ def run_generate_encode(
         enc_units = {
             g.name: Unit(
                 generated_sum_unit(generated_variant(k), g.payload["lang"], g.payload["shard"]),
-                {"input": g.fingerprint, "encoder": encoder, "num_queries": k},
+                {"input": g.fingerprint, "encoder": encoder, "num_queries": k, **storage_inputs(config.storage.dtype)},
                 payload={"target": GENERATED, "shard": g.payload["shard"], "lang": g.payload["lang"], "name": ""},
             )
             for g in job.plan.todo
@@ -63,6 +64,7 @@ def run_generate_encode(
             "run_uri": run.worker_uri, "spec": spec.to_dict(), "units": {g: u.name for g, u in enc_units.items()},
             "batch_size": config.encode.batch_size, "chunk_size": config.encode.chunk_size,
             "threads": config.encode.torch_threads, "num_queries": k, "use_gpu": enc_pool.use_gpu,
+            "storage_dtype": config.storage.dtype,
         }
         by_name = {u.name: u for u in job.plan.todo}
         texts = 0

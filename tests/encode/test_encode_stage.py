@@ -33,7 +33,9 @@ def encoded(tmp_path_factory, tiny_bert_dir, make_corpus_run, demo_passage_rows,
     write_query_set(run, "dev", questions)
     install_dr(run, tiny_bert_dir)
     # batch_size 3 splits each shard into several length-sorted batches, each padded to its own length.
-    config = load_config(None, [f"run_dir={run.uri}", "encode.batch_size=3", "encode.chunk_size=5"])
+    # float32 storage: vectors are compared with one-process encoding to 1e-5 (float16: tests/test_storage.py)
+    config = load_config(None, [f"run_dir={run.uri}", "encode.batch_size=3", "encode.chunk_size=5",
+                                "storage.dtype=float32"])
     summary = run_encode(config, "all")  # one actor pool for the three targets
     return {"run": run, "rows": rows, "lists": lists, "questions": questions, "config": config,
             "summary": summary, "model": tiny_bert_dir}
@@ -155,7 +157,8 @@ def test_separate_encoders_mean_pooling_languages_and_first_k_queries(
     AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(dr / "passage")
     run.write_json("models/dr/xqg_dr.json", {"pooling": "mean", "shared_encoder": False, "q_max_len": 16,
                                              "p_max_len": 48, "passage_format": "title_text_pair"})
-    config = load_config(None, [f"run_dir={run.uri}", "encode.batch_size=2", "encode.num_queries=1"])
+    config = load_config(None, [f"run_dir={run.uri}", "encode.batch_size=2", "encode.num_queries=1",
+                                "storage.dtype=float32"])
 
     assert run_encode(config, "passages").units_done == 1
     got = vector_matrix(run.read_dir("embeddings/passages")["embedding"])

@@ -76,7 +76,8 @@ def test_paper_setting_is_the_default():
 
 def test_fuse_equals_the_formula_and_keeps_passages_without_queries(tmp_path):
     run, data = make_run(tmp_path)
-    s = run_fuse(load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi, te]"]))
+    # float32 storage: the formula is checked to 1e-6 (float16 storage: tests/test_storage.py)
+    s = run_fuse(load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi, te]", "storage.dtype=float32"]))
     assert s.balanced and s.rows_out == SHARDS * PER_SHARD and s.units_done == SHARDS
     assert s.extra["passages without generated queries (kept e(p))"] == SHARDS
     assert s.extra["generated rows without a passage (ignored)"] == SHARDS * 3
@@ -89,7 +90,8 @@ def test_fuse_equals_the_formula_and_keeps_passages_without_queries(tmp_path):
 
 def test_mean_of_chosen_languages_and_rerun_with_new_alpha(tmp_path):
     run, data = make_run(tmp_path)
-    overrides = [f"run_dir={run.uri}", "languages=[ar, fi, te]", "fuse.alpha=0.3", "fuse.reduce=mean", "fuse.languages=[te, ar]"]
+    overrides = [f"run_dir={run.uri}", "storage.dtype=float32", "languages=[ar, fi, te]", "fuse.alpha=0.3",
+                 "fuse.reduce=mean", "fuse.languages=[te, ar]"]
     s = run_fuse(load_config(None, overrides))
     assert s.extra["languages"] == "ar,te"
     for docid, vec in fused(run).items():
@@ -104,7 +106,8 @@ def test_mean_of_chosen_languages_and_rerun_with_new_alpha(tmp_path):
 
 def test_first_k_queries_use_their_own_encoded_variant(tmp_path):
     run, data = make_run(tmp_path, variants=("generated", "generated-k2"))
-    run_fuse(load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi, te]", "fuse.num_queries=2", "fuse.name=k2"]))
+    run_fuse(load_config(None, [f"run_dir={run.uri}", "languages=[ar, fi, te]", "fuse.num_queries=2", "fuse.name=k2",
+                                "storage.dtype=float32"]))
     for docid, vec in fused(run, "k2").items():
         want = expected(data, docid, 0.01, ["ar", "fi", "te"], variant="generated-k2")
         np.testing.assert_allclose(vec, want, rtol=1e-6, atol=1e-6)

@@ -21,8 +21,10 @@ from xqg.search.searcher import ShardSearcher
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
-def write_embeddings(run: RunDir, sizes: list[int], dim: int, seed: int = 0, centers: int = 0) -> np.ndarray:
-    """Corpus markers + embeddings/passages shards (random, or clustered around `centers` random points)."""
+def write_embeddings(run: RunDir, sizes: list[int], dim: int, seed: int = 0, centers: int = 0,
+                     dtype: str = "float32") -> np.ndarray:
+    """Corpus markers + embeddings/passages shards (random, or clustered around `centers` random points), stored
+    in dtype; returns the vectors as stored (widened to float32)."""
     rng = np.random.default_rng(seed)
     total = sum(sizes)
     if centers:
@@ -30,12 +32,13 @@ def write_embeddings(run: RunDir, sizes: list[int], dim: int, seed: int = 0, cen
         x = c[rng.integers(0, centers, total)] + 0.5 * rng.standard_normal((total, dim)).astype(np.float32)
     else:
         x = rng.standard_normal((total, dim)).astype(np.float32)
+    x = x.astype(dtype).astype(np.float32)
     offset = 0
     for s, n in enumerate(sizes):
         run.mark_done("ingest", shard_name(s), rows_out=n)
         docids = [f"p{offset + i:06d}" for i in range(n)]
         run.write_table(f"embeddings/passages/{shard_name(s)}/part-00000.parquet",
-                        pa.table({"docid": docids, "embedding": vector_column(x[offset:offset + n])}))
+                        pa.table({"docid": docids, "embedding": vector_column(x[offset:offset + n], dtype)}))
         run.mark_done("encode", f"passages/{shard_name(s)}", rows_out=n)
         offset += n
     return x
@@ -44,7 +47,8 @@ def write_embeddings(run: RunDir, sizes: list[int], dim: int, seed: int = 0, cen
 def test_flat_index_is_sharded_with_docid_maps_and_a_manifest(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     x = write_embeddings(run, [50, 37, 64], dim=16)
-    s = run_index(load_config(None, [f"run_dir={run.uri}", "index.shard_size=40"]), "passages")
+    # float32 storage: the flat index holds its own FAISS copy of the vectors (as before storage.dtype existed)
+    s = run_index(load_config(None, [f"run_dir={run.uri}", "index.shard_size=40", "storage.dtype=float32"]), "passages")
     assert s.balanced and s.rows_out == 151 and s.units_done == 4
     manifest = json.loads((tmp_path / "run/index/baseline/manifest.json").read_text())
     assert manifest["ntotal"] == 151 and manifest["dim"] == 16 and manifest["params"]["type"] == "flat"
@@ -60,6 +64,37 @@ def test_flat_index_is_sharded_with_docid_maps_and_a_manifest(tmp_path):
     assert np.array_equal(np.concatenate(vectors), x)
 
 
+def test_flat_index_over_float16_storage_keeps_no_copy_and_searches_its_source(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    x = write_embeddings(run, [50, 37, 64], dim=16, dtype="float16")
+    s = run_index(load_config(None, [f"run_dir={run.uri}", "index.shard_size=40"]), "baseline")  # float16: default
+    assert s.balanced and s.rows_out == 151 and s.units_done == 4
+    manifest = json.loads((tmp_path / "run/index/baseline/manifest.json").read_text())
+    assert manifest["params"] == {"type": "flat", "vectors": "source"}
+    assert not list((tmp_path / "run/index/baseline").glob("*.faiss")), "no second copy of the vectors"
+    # index shard 1 = global rows 40-79: the last 10 rows of source shard 0 and the first 30 of shard 1
+    assert [(v["unit"], v["lo"], v["hi"]) for v in manifest["shards"][1]["vectors"]] == [
+        ("passages/shard=00000", 40, 50), ("passages/shard=00001", 0, 30)]
+    queries = np.random.default_rng(5).standard_normal((7, 16)).astype(np.float32)
+    from xqg.search.merge import merge_topk
+
+    hits = [ShardSearcher(run.uri, "index/baseline", sh, nprobe=1, ef_search=0, use_gpu=False).search(queries, 5)
+            for sh in manifest["shards"]]
+    merged = merge_topk(hits, 5)
+    got = np.array([int(d[1:]) for d in merged["docid"].to_pylist()]).reshape(7, 5)
+    exact = queries @ x.T  # the stored float16 values, widened: exactly what the index holds
+    assert np.array_equal(got, np.argsort(-exact, axis=1)[:, :5])
+    assert np.allclose(merged["score"].to_numpy().reshape(7, 5), np.sort(exact, axis=1)[:, ::-1][:, :5], atol=1e-5)
+
+    from xqg.runner import StageRunner
+    from xqg.search.stage import changed_sources
+
+    assert changed_sources(StageRunner(run, "search"), manifest) == []
+    run.mark_done("encode", f"passages/{shard_name(1)}", rows_out=37, fingerprint="re-encoded")
+    assert changed_sources(StageRunner(run, "search"), manifest) == ["encode/passages/shard=00001"], (
+        "a search over a source rewritten since the index was built must refuse")
+
+
 def test_index_is_rebuilt_only_when_inputs_or_parameters_change(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     write_embeddings(run, [30, 30], dim=8)
@@ -72,7 +107,7 @@ def test_index_is_rebuilt_only_when_inputs_or_parameters_change(tmp_path):
     redo = run_index(config, "baseline")
     assert (redo.units_done, redo.units_skipped, redo.units_stale) == (2, 1, 2)
     assert run_index(load_config(None, [f"run_dir={run.uri}", "index.shard_size=100"]), "baseline").units_done == 1
-    assert not (tmp_path / "run/index/baseline/index-00001.faiss").exists(), "stale shards removed"
+    assert not (tmp_path / "run/index/baseline/docids-00001.parquet").exists(), "stale shards removed"
     assert sorted(run.done_units("index")) == ["baseline/shard=00000"]
 
 

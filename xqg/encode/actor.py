@@ -47,9 +47,10 @@ class EncodeActor:
     def __init__(
         self, run_uri: str, spec: dict[str, Any], batch_size: int = 128, chunk_size: int = 16_384,
         threads: int | None = None, num_queries: int | None = None, preload: tuple[str, ...] = (),
-        use_gpu: bool = False,
+        use_gpu: bool = False, storage_dtype: str = "float32",
     ) -> None:
         self.run = RunDir(run_uri)
+        self.storage_dtype = storage_dtype  # passages and sums; query embeddings stay float32
         self.spec = EncoderSpec(**spec)
         self.batch_size = batch_size
         self.chunk_size = chunk_size
@@ -124,7 +125,7 @@ class EncodeActor:
                 padded=False,
             )
             emb[lo:hi] = encoder.encode(feats, self.batch_size)
-        out = pa.table({"docid": good["docid"], "embedding": vector_column(emb)})
+        out = pa.table({"docid": good["docid"], "embedding": vector_column(emb, self.storage_dtype)})
         return self._write(unit, out, rejects, rows_in=table.num_rows, items=good.num_rows, dim=encoder.dim)
 
     def encode_generated(self, unit: str, lang: str, shard: int) -> dict[str, int]:
@@ -145,7 +146,7 @@ class EncodeActor:
         parents = parents[keep]
         n = np.bincount(parents, minlength=good.num_rows).astype(np.int32)
         encoder = self.encoder(QUERIES)
-        sums = np.zeros((good.num_rows, encoder.dim), dtype=np.float32)
+        sums = np.zeros((good.num_rows, encoder.dim), dtype=np.float32)  # summed in float32, rounded once when stored
         for lo, hi in chunks(len(flat_texts), self.chunk_size):
             feats = tokenize_queries(encoder.tokenizer, flat_texts[lo:hi], self.spec.q_max_len, padded=False)
             owner = parents[lo:hi]
@@ -155,7 +156,7 @@ class EncodeActor:
             "docid": good["docid"],
             "lang": pa.array(np.full(good.num_rows, lang), pa.string()),
             "n": pa.array(n, pa.int32()),
-            "embedding_sum": vector_column(sums),
+            "embedding_sum": vector_column(sums, self.storage_dtype),
         })
         info = self._write(unit, out, rejects, rows_in=table.num_rows, items=len(flat_texts), dim=encoder.dim)
         info["max_n"] = int(n.max()) if len(n) else 0

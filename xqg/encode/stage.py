@@ -7,6 +7,7 @@ from typing import Any
 
 from xqg.config import Config
 from xqg.encode.model import EncoderSpec, load_encoder_spec
+from xqg.encode.vectors import storage_inputs
 from xqg.layout import (
     ENCODE,
     GENERATE,
@@ -57,11 +58,15 @@ def _unit(
 def plan_units(
     runner: StageRunner, encoders: dict[str, str], target: str, languages: list[str] | None = None,
     shards: set[int] | None = None, num_queries: int | None = None, setting: str | None = None,
+    storage: str = "float32",
 ) -> list[Unit]:
-    """Every unit of the target whose input unit is complete (named for the bi-encoder setting)."""
+    """Every unit of the target whose input unit is complete (named for the bi-encoder setting); passages and
+    generated sums are made in the storage dtype (query embeddings are always float32)."""
+    stored = storage_inputs(storage)
     if target == PASSAGES:
         return [
-            _unit(runner, passages_unit(s, setting), PASSAGES, (INGEST, corpus_unit(s)), {"encoder": encoders[PASSAGES]}, shard=s)
+            _unit(runner, passages_unit(s, setting), PASSAGES, (INGEST, corpus_unit(s)),
+                  {"encoder": encoders[PASSAGES], **stored}, shard=s)
             for s in runner.run.corpus_shards()
             if shards is None or s in shards
         ]
@@ -85,20 +90,21 @@ def plan_units(
             lang, shard = parsed
             if (languages is None or lang in languages) and (shards is None or shard in shards):
                 units.append(_unit(runner, generated_sum_unit(variant, lang, shard), GENERATED, (GENERATE, done),
-                                   {"encoder": encoders[QUERIES], "num_queries": num_queries}, shard=shard, lang=lang))
+                                   {"encoder": encoders[QUERIES], "num_queries": num_queries, **stored},
+                                   shard=shard, lang=lang))
         return units
     raise ValueError(f"unknown encode target {target!r}; expected one of {TARGETS} or 'all'")
 
 
 def _plan_all(
     runner: StageRunner, encoders: dict[str, str], languages: list[str] | None, shards: set[int] | None,
-    num_queries: int | None, setting: str | None = None,
+    num_queries: int | None, setting: str | None = None, storage: str = "float32",
 ) -> list[Unit]:
     """Units of every target whose input exists (passages must exist)."""
-    units = plan_units(runner, encoders, PASSAGES, languages, shards, setting=setting)
+    units = plan_units(runner, encoders, PASSAGES, languages, shards, setting=setting, storage=storage)
     for target in (GENERATED, QUERIES):
         try:
-            units += plan_units(runner, encoders, target, languages, shards, num_queries, setting)
+            units += plan_units(runner, encoders, target, languages, shards, num_queries, setting, storage)
         except FileNotFoundError as e:
             log.info("encode %s skipped: %s", target, e)
     return units
@@ -121,8 +127,9 @@ def run_encode(
     spec = load_encoder_spec(config, run)
     encoders = encoder_fingerprints(spec, run)
     k = config.encode.num_queries
-    units = _plan_all(runner, encoders, languages, shards, k, config.setting) if target == "all" else plan_units(
-        runner, encoders, target, languages, shards, k, config.setting
+    dtype = config.storage.dtype
+    units = _plan_all(runner, encoders, languages, shards, k, config.setting, dtype) if target == "all" else plan_units(
+        runner, encoders, target, languages, shards, k, config.setting, dtype
     )
     plan = runner.plan(units)
     summary = runner.summary
@@ -147,7 +154,7 @@ def run_encode(
         "chunk_size": config.encode.chunk_size, "threads": config.encode.torch_threads,
         "num_queries": config.encode.num_queries,
         "preload": tuple(sorted({PASSAGES if u.payload["target"] == PASSAGES else QUERIES for u in plan.todo})),
-        "use_gpu": pool.use_gpu,
+        "use_gpu": pool.use_gpu, "storage_dtype": dtype,
     }
     seconds = runner.run_actors(
         plan.todo, EncodeActor, kwargs, pool=pool, on_result=on_result, desc=f"encode {target}", rate_key="items", rate_unit="texts",

@@ -1,4 +1,9 @@
-"""Embeddings as Arrow columns (fixed_size_list<float32>) and back, without per-row Python."""
+"""Embeddings as Arrow columns (fixed_size_list<float16|float32>) and back, without per-row Python.
+
+Vectors are stored in `storage.dtype` (float16 by default: half the bytes, and float16's 11-bit significand keeps
+scores equal up to near-ties) and always computed in float32: writers accumulate in float32 and cast only when they
+store, readers return float32 whatever was stored (float16 runs and the float32 runs written before both read).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+STORAGE_DTYPES = ("float16", "float32")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
-def vector_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    """A float32 [n, d] matrix as a fixed_size_list<float32>[d] column."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+
+def vector_column(matrix: np.ndarray, dtype: str = "float32") -> pa.FixedSizeListArray:
+    """A [n, d] matrix as a fixed_size_list<dtype>[d] column (dtype float32 or float16; float16 refuses overflow)."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"vector storage dtype {dtype!r} is not one of {STORAGE_DTYPES}")
+    matrix = np.asarray(matrix)
     if matrix.ndim != 2:
         raise ValueError(f"expected a 2-d matrix, got shape {matrix.shape}")
+    if dtype == "float16" and matrix.size and matrix.dtype != np.float16:
+        # a value beyond float16's range would be stored as inf and poison every score it enters
+        peak = float(np.max(np.abs(matrix)))
+        if np.isfinite(peak) and peak > FLOAT16_MAX:
+            raise ValueError(f"a vector value ({peak:.4g}) exceeds float16's range: set storage.dtype=float32")
+    matrix = np.ascontiguousarray(matrix, dtype=np.dtype(dtype))
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
 
 
 def vector_matrix(column: pa.Array | pa.ChunkedArray, dim: int | None = None) -> np.ndarray:
-    """A fixed_size_list<float32> (or list<float>) column as a float32 [n, d] matrix (no nulls allowed)."""
+    """A fixed_size_list<float16|float32> (or list<float>) column as a float32 [n, d] matrix (no nulls allowed)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks else pa.array([], type=column.type)
     if column.null_count:
@@ -28,6 +44,7 @@ def vector_matrix(column: pa.Array | pa.ChunkedArray, dim: int | None = None) ->
     else:
         values = column.flatten()
         width = dim if dim is not None else (len(values) // n if n else 0)
+    # float16 is widened exactly; all arithmetic downstream is float32
     flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     if dim is not None and width != dim:
         raise ValueError(f"embedding width {width} != expected {dim}")
@@ -49,3 +66,9 @@ def stored_width(fs: pafs.FileSystem, files: list[str], column: str) -> int:
             if batch.num_rows:
                 return len(batch.column(0)[0])
     raise ValueError(f"no stored vector in column {column!r} of {files[:1]}")
+
+
+def storage_inputs(dtype: str) -> dict[str, str]:
+    """What a unit's inputs record of the storage dtype: {} for float32, so the markers of runs written before the
+    option existed (all float32) stay current under storage.dtype=float32 and are redone under float16."""
+    return {} if dtype == "float32" else {"storage": dtype}

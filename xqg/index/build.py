@@ -29,10 +29,13 @@ def docids_file(i: int) -> str:
     return f"docids-{i:05d}.parquet"
 
 
-def effective_params(cfg: IndexConfig, dim: int, ntrain: int) -> dict[str, Any]:
-    """The index parameters actually used (nlist shrinks to what the training sample supports)."""
+def effective_params(cfg: IndexConfig, dim: int, ntrain: int, storage: str = "float32") -> dict[str, Any]:
+    """The index parameters actually used (nlist shrinks to what the training sample supports; a flat index over
+    float16 storage keeps its vectors in the source Parquet, "vectors": "source")."""
     if cfg.type == "flat":
-        return {"type": "flat"}
+        # A flat index is nothing but its vectors: a FAISS file would be a second copy of the embeddings (55 GB
+        # in float32 at 18M x 768). Over compact storage search builds it in memory from the source rows instead.
+        return {"type": "flat"} if storage == "float32" else {"type": "flat", "vectors": "source"}
     if cfg.type == "hnsw":
         return {"type": "hnsw", "hnsw_m": cfg.hnsw_m}
     if dim % cfg.pq_m:
@@ -92,6 +95,11 @@ def fill_index(params: dict[str, Any], vectors: np.ndarray, trained: Any | None 
             log.warning("GPU add failed (%s); adding on the CPU", e)
     index.add(x)
     return index
+
+
+def is_view(params: dict[str, Any]) -> bool:
+    """Whether an index keeps no vectors of its own (a flat index read from its source embeddings)."""
+    return params.get("vectors") == "source"
 
 
 def index_bytes(params: dict[str, Any], dim: int, rows: int) -> int:

@@ -14,7 +14,16 @@ import pyarrow as pa
 
 from xqg.config import Config
 from xqg.encode.vectors import stored_width, vector_matrix
-from xqg.index.build import MANIFEST, TRAINED, docids_file, effective_params, fill_index, index_file, train_index
+from xqg.index.build import (
+    MANIFEST,
+    TRAINED,
+    docids_file,
+    effective_params,
+    fill_index,
+    index_file,
+    is_view,
+    train_index,
+)
 from xqg.index.faiss_io import gpu_enabled, read_index_file, write_index_file
 from xqg.layout import (
     ENCODE,
@@ -84,6 +93,24 @@ def index_source(runner: StageRunner, name: str) -> Source:
     return Source(name, units, folders, [int(m["rows_out"]) for m in ms], [marker_fingerprint(m) for m in ms], encoders)
 
 
+def source_slices(source: Source, stage: str, lo: int, hi: int) -> list[dict[str, Any]]:
+    """Where global rows [lo, hi) lie: {stage, unit, fingerprint, folder, lo, hi} per overlapping source shard
+    (rows local to it): what a flat index over its source records instead of its vectors."""
+    out, offset = [], 0
+    for unit, folder, n, fp in zip(source.units, source.folders, source.rows, source.fingerprints):
+        a, b = max(lo, offset), min(hi, offset + n)
+        if a < b:
+            out.append({"stage": stage, "unit": unit, "fingerprint": fp, "folder": folder, "lo": a - offset,
+                        "hi": b - offset})
+        offset += n
+    return out
+
+
+def source_stage(name: str) -> str:
+    """The stage whose output an index is built from: encode (baseline) or fuse."""
+    return ENCODE if is_baseline(name) else FUSE
+
+
 def read_rows(run: RunDir, folders: list[str], rows: list[int], lo: int, hi: int) -> tuple[pa.Array, np.ndarray]:
     """(docids, vectors) of global rows [lo, hi) across the source shards, in shard order, reading only the row
     groups that hold them into one preallocated matrix."""
@@ -146,6 +173,11 @@ def build_task(payload: dict[str, Any], *, run_uri: str, folder: str, folders: l
     run = RunDir(run_uri)
     lo, hi, i = payload["lo"], payload["hi"], payload["i"]
     template = read_index_file(run, posixpath.join(folder, trained)) if trained else None
+    if is_view(params):  # the vectors stay in their source: only the docid map is written
+        docids = pa.concat_arrays([run.read_rows(sl["folder"], sl["lo"], sl["hi"], columns=["docid"])["docid"]
+                                   .combine_chunks() for sl in payload["slices"]])
+        run.write_table(posixpath.join(folder, docids_file(i)), pa.table({"docid": docids}))
+        return {"rows_in": hi - lo, "rows_out": len(docids), "rejected": 0, "written": hi - lo, "device_": "cpu"}
     gpu = gpu_enabled(use_gpu)
     docids, vectors = read_rows(run, folders, rows, lo, hi)
     index = fill_index(params, vectors, template, gpu)
@@ -185,7 +217,7 @@ def run_index(config: Config, name: str, num_gpus: float | None = None) -> Stage
         raise ValueError(f"index {name!r}: the input embeddings hold no vectors")
     dim = stored_width(run.fs, run.parquet_files(source.folders[0]), "embedding")
     ntrain = min(cfg.train_sample, source.total)
-    params = effective_params(cfg, dim, ntrain)
+    params = effective_params(cfg, dim, ntrain, config.storage.dtype)
     settings = {"params": params, "shard_size": cfg.shard_size}
     trained_unit = None
     if params["type"] == "ivfpq":  # one template trained on a sample of every source shard
@@ -197,7 +229,8 @@ def run_index(config: Config, name: str, num_gpus: float | None = None) -> Stage
         lo, hi = i * cfg.shard_size, min(source.total, (i + 1) * cfg.shard_size)
         inputs = {"source": source.overlapping(lo, hi), "rows": [lo, hi], **settings,
                   "trained": trained_unit.fingerprint if trained_unit else None}
-        shards.append(Unit(index_unit(name, i), inputs, payload={"i": i, "lo": lo, "hi": hi}, expected=hi - lo))
+        payload = {"i": i, "lo": lo, "hi": hi, "slices": source_slices(source, source_stage(name), lo, hi)}
+        shards.append(Unit(index_unit(name, i), inputs, payload=payload, expected=hi - lo))
     # Shards of an earlier, larger plan would otherwise linger next to the new ones.
     wanted = {u.name for u in shards} | ({trained_unit.name} if trained_unit else set())
     for old in sorted(u for u in runner.markers() if u.startswith(f"{name}/") and u not in wanted):
@@ -232,15 +265,18 @@ def run_index(config: Config, name: str, num_gpus: float | None = None) -> Stage
     else:
         # vectors, the Arrow rows they are read from, and the index (a flat index is a copy of the vectors)
         runner.run_tasks(build_units, build_task, {**common, "trained": TRAINED if trained_unit else None},
-                         memory=lambda u: task_memory(shard_bytes(int(u.expected or 0), dim), copies=3),
+                         memory=lambda u: task_memory(int(u.expected or 0) * 64 if is_view(params)  # docids only
+                                                      else shard_bytes(int(u.expected or 0), dim), copies=3),
                          num_gpus=num_gpus, desc=f"index {name}", on_result=counted)
     encoders = sorted(set(source.encoders))
     if not runner.failed:
         manifest = {
             "name": name, "source": source.folders[0].rsplit("/", 1)[0], "metric": "inner_product", "dim": dim,
             "ntotal": source.total, "params": params, "trained": TRAINED if trained_unit else None,
-            "shards": [{"index": index_file(u.payload["i"]), "docids": docids_file(u.payload["i"]),
-                        "rows": u.payload["hi"] - u.payload["lo"], "offset": u.payload["lo"]} for u in shards],
+            "shards": [{"index": None if is_view(params) else index_file(u.payload["i"]),
+                        "docids": docids_file(u.payload["i"]), "rows": u.payload["hi"] - u.payload["lo"],
+                        "offset": u.payload["lo"], **({"vectors": u.payload["slices"]} if is_view(params) else {})}
+                       for u in shards],
             "fingerprint": manifest_fp, "encoder": encoders[0] if len(encoders) == 1 else encoders,
             "faiss_version": faiss.__version__, "built_at": time.time(),
         }

@@ -9,10 +9,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from xqg.encode.vectors import vector_matrix
 from xqg.index.faiss_io import gpu_enabled, read_index_file, set_search_params, to_gpu
 from xqg.rundir import RunDir
 
 GPU_MAX_K = 2048  # FAISS GPU k-selection limit
+
+
+def flat_from_source(run: RunDir, slices: list[dict[str, Any]]) -> Any:
+    """An exact inner-product index over source rows {folder, lo, hi} (float16 or float32 stored, float32 held),
+    filled one source shard at a time so the peak is the index plus one shard's rows."""
+    import faiss
+
+    index = None
+    for sl in slices:
+        vectors = vector_matrix(run.read_rows(sl["folder"], sl["lo"], sl["hi"], columns=["embedding"])["embedding"])
+        if index is None:
+            index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(np.ascontiguousarray(vectors))
+        del vectors
+    if index is None:
+        raise RuntimeError("a flat index shard without source rows")
+    return index
 
 
 class ShardSearcher:
@@ -21,7 +39,10 @@ class ShardSearcher:
     def __init__(self, run_uri: str, folder: str, shard: dict[str, Any], nprobe: int, ef_search: int,
                  use_gpu: bool | None = None) -> None:
         run = RunDir(run_uri)
-        self.cpu_index = read_index_file(run, posixpath.join(folder, shard["index"]))
+        if shard.get("index") is None:  # a flat index over its source embeddings: built here, in float32
+            self.cpu_index = flat_from_source(run, shard["vectors"])
+        else:
+            self.cpu_index = read_index_file(run, posixpath.join(folder, shard["index"]))
         set_search_params(self.cpu_index, nprobe=nprobe, ef_search=ef_search)
         self.gpu_index = None
         if gpu_enabled(use_gpu) and not hasattr(self.cpu_index, "hnsw"):  # FAISS has no GPU HNSW

@@ -53,7 +53,7 @@ def search_shards(
         actor = remote.options(**options, memory=memory[i] if memory else None).remote(
             run_uri, folder, shard, nprobe, ef_search, gpus)
         ref = actor.search.options(max_task_retries=-1).remote(q_ref, depth, batch_size)
-        actors[ref], pending[ref] = actor, shard["index"]
+        actors[ref], pending[ref] = actor, i  # by position: a flat index over its source has no FAISS file names
     results = {}
     try:
         while pending:
@@ -64,7 +64,19 @@ def search_shards(
     finally:
         for actor in actors.values():
             ray.kill(actor)
-    return [results[s["index"]] for s in shards]
+    return [results[i] for i in range(len(shards))]
+
+
+def changed_sources(runner: StageRunner, manifest: dict[str, Any]) -> list[str]:
+    """Source units a flat index reads its vectors from whose markers changed since it was built (empty: current).
+    An index with its own FAISS copies stays self-consistent; one that reads its source must match it."""
+    changed = []
+    for shard in manifest["shards"]:
+        for sl in shard.get("vectors") or []:
+            marker = runner.markers(sl["stage"]).get(sl["unit"])
+            if marker is None or marker_fingerprint(marker) != sl["fingerprint"]:
+                changed.append(f"{sl['stage']}/{sl['unit']}")
+    return sorted(set(changed))
 
 
 def run_search(config: Config, index_name_: str, query_set: str | None = None) -> StageSummary:
@@ -97,6 +109,10 @@ def run_search(config: Config, index_name_: str, query_set: str | None = None) -
     run.write_config(config, SEARCH)
 
     def search(unit: Unit) -> dict[str, Any]:
+        changed = changed_sources(runner, manifest)
+        if changed:
+            raise RuntimeError(f"index {name!r} reads its vectors from {changed[:3]}, which changed since it was "
+                               f"built: run jobs/index.py --name {name} first")
         table = run.read_dir(embeddings_dir(qunit), ["qid", "embedding"])
         queries = vector_matrix(table["embedding"])
         if queries.shape[1] != manifest["dim"]:
