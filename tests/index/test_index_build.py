@@ -67,7 +67,7 @@ def test_flat_index_is_sharded_with_docid_maps_and_a_manifest(tmp_path):
 def test_flat_index_over_float16_storage_keeps_no_copy_and_searches_its_source(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     x = write_embeddings(run, [50, 37, 64], dim=16, dtype="float16")
-    s = run_index(load_config(None, [f"run_dir={run.uri}", "index.shard_size=40"]), "baseline")  # float16: default
+    s = run_index(load_config(None, [f"run_dir={run.uri}", "index.shard_size=40", "storage.dtype=float16"]), "baseline")
     assert s.balanced and s.rows_out == 151 and s.units_done == 4
     manifest = json.loads((tmp_path / "run/index/baseline/manifest.json").read_text())
     assert manifest["params"] == {"type": "flat", "vectors": "source"}
