@@ -100,9 +100,11 @@ def build_mt5(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) -> 
         tie_word_embeddings=False,
     )
     model = MT5ForConditionalGeneration(config)
-    # transformers draws an untied lm_head from N(0, 1) (harmless for pre-trained checkpoints, which overwrite it):
-    # from scratch that makes logits of std ~sqrt(d_model), a first loss of ~64 nats, and the demo's generator
-    # spent its training undoing it (loss 3.6 after 384 steps of 32 demo pairs; 0.09 after 400 with this init).
+    # transformers 5 ties mT5's lm_head to the shared embedding (whatever the config says), drawn from N(0, 1) and
+    # applied to the decoder output unscaled (harmless for pre-trained checkpoints, which overwrite it): from
+    # scratch that makes logits of std ~sqrt(d_model), a first loss of ~64 nats, and the demo's generator spent its
+    # training undoing it (loss 3.6 after 384 steps of 32 demo pairs; 0.09 after 400 with this init, which the
+    # shared input embedding gets too when tied).
     with torch.no_grad():
         model.lm_head.weight.normal_(0.0, spec.d_model ** -0.5)
     model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
