@@ -94,6 +94,7 @@ def build_mt5(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) -> 
         num_layers=spec.num_layers,
         num_decoder_layers=spec.num_layers,
         num_heads=spec.num_heads,
+        dropout_rate=spec.dropout,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
@@ -195,6 +196,8 @@ def build_bert(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) ->
         intermediate_size=spec.d_ff,
         max_position_embeddings=spec.max_length,
         pad_token_id=tokenizer.pad_token_id,
+        hidden_dropout_prob=spec.dropout,
+        attention_probs_dropout_prob=spec.dropout,
     )
     model = BertModel(config, add_pooling_layer=False)
     _save(model, tokenizer, out)
