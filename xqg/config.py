@@ -37,6 +37,9 @@ class ScratchModel(Strict):
     num_heads: int = Field(4, ge=1)
     d_ff: int = Field(128, ge=8)
     max_length: int = Field(512, ge=16)
+    dropout: float = Field(
+        0.1, ge=0, lt=1, description="Dropout of the built mt5 / bert (transformers' default 0.1); llama has none."
+    )
     tokenizer_texts: list[str] = Field(
         default_factory=list,
         description="Files to train the tokenizer on; empty = the run's corpus, query sets and training files.",

@@ -13,13 +13,21 @@ from typing import Any
 import pytest
 
 from xqg.demo.data import DEV_LANGS, TRAIN_LANGS, make_demo_data, make_passages
+from xqg.train.readers import TrainExample, read_training_file
 
-FILES = ("passages.jsonl", "dev.jsonl", "heldout.jsonl", "train.jsonl", "README.md")
+FILES = ("passages.jsonl", "dev.jsonl", "heldout.jsonl", "train.jsonl", "train_qg.json", "README.md")
 COMMITTED = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _qg_examples(demo: Path) -> list[TrainExample]:
+    """The generator's pairs as the training readers see them (every qa of the gp_squad file an example)."""
+    rows = list(read_training_file(str(demo / "train_qg.json")))
+    assert all(isinstance(r, TrainExample) for r in rows)
+    return rows  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +44,11 @@ def test_counts(demo: Path) -> None:
         "dev": len(_read_jsonl(demo / "dev.jsonl")),
         "heldout": len(_read_jsonl(demo / "heldout.jsonl")),
         "train": len(_read_jsonl(demo / "train.jsonl")),
+        "train_qg": len(_qg_examples(demo)),
     }
     assert counts["passages"] == 2000
     assert counts["dev"] == counts["heldout"] == 280 and counts["train"] == 1000
+    assert counts["train_qg"] == (2000 - 560) * len(TRAIN_LANGS)
 
 
 def test_deterministic(demo: Path, tmp_path: Path) -> None:
@@ -99,6 +109,23 @@ def test_train(demo: Path) -> None:
         assert all(n["text"] == texts[n["docid"]] for n in t["negative_passages"])
         # Train asks about different facts than dev, so dev is not a copy of train.
         assert (pos["docid"], t["answers"][0]) not in dev_pairs
+
+
+def test_train_qg_asks_every_other_passage_in_every_training_language(demo: Path) -> None:
+    passages = {p["docid"]: p for p in _read_jsonl(demo / "passages.jsonl")}
+    by_text = {p["text"]: p for p in passages.values()}
+    evaluated = {d["docid"] for d in _read_jsonl(demo / "dev.jsonl") + _read_jsonl(demo / "heldout.jsonl")}
+    langs_of: dict[str, list[str]] = {}
+    examples = _qg_examples(demo)
+    assert len({e.query_id for e in examples}) == len(examples)
+    for e in examples:
+        (pos,) = e.positives
+        corpus = by_text[pos.text]  # the corpus passage, title and text unchanged
+        assert pos.title == corpus["title"] and not e.negatives
+        langs_of.setdefault(corpus["docid"], []).append(e.lang or "")
+    # every passage outside dev and held-out, none inside: the generator never sees an evaluated passage
+    assert set(langs_of) == set(passages) - evaluated
+    assert all(sorted(v) == sorted(TRAIN_LANGS) for v in langs_of.values())
 
 
 def test_most_passages_have_near_duplicates_that_differ_only_in_names_and_numbers(demo: Path) -> None:

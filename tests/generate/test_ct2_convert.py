@@ -9,6 +9,8 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from xqg.config import GenerateConfig
 from xqg.generate.actor import GenerateActor
 from xqg.generate.backends import SamplingSettings, prepare_backend
@@ -75,3 +77,23 @@ def test_ct2_prepare_publishes_for_a_non_local_run_and_the_actor_gets_a_local_co
         use_gpu=False, compute_type="float32", **prepared,
     )
     assert Path(actor.backend.ct2_path, "model.bin").is_file()
+
+
+def test_converted_mt5_scores_tokens_as_transformers_does(tiny_mt5_dir, tmp_path):
+    """Same log-probabilities, not only the same argmax: CTranslate2's T5 loader scaled mT5's logits by
+    d_model**-0.5 (transformers 5 no longer does), which greedy decoding hides and top-k sampling does not."""
+    import ctranslate2
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_mt5_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_mt5_dir).eval()
+    src = tok(["Generate a Japanese question for this passage: Mount Sonor"])["input_ids"][0]
+    tgt = tok(["Sonor山の初登頂は何年ですか？"])["input_ids"][0]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([src]), labels=torch.tensor([tgt])).logits[0]
+    want = logits.log_softmax(-1).gather(1, torch.tensor(tgt)[:, None])[:, 0].tolist()
+    out = ensure_ct2_model(tiny_mt5_dir, tmp_path / "ct2", "float32")
+    translator = ctranslate2.Translator(out, device="cpu", compute_type="float32")
+    (scored,) = translator.score_batch([tok.convert_ids_to_tokens(src)], [tok.convert_ids_to_tokens(tgt[:-1])])
+    assert scored.log_probs == pytest.approx(want, abs=1e-3)

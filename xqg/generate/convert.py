@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -11,8 +12,9 @@ import posixpath
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xqg.rundir import RunDir
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCE_FILE = "xqg_source.json"
+# How models are converted: a change here converts cached models again (v2: mT5's output scale as transformers').
+CONVERT_RULES = "mt5-output-scale-v2"
 # Types CTranslate2 can store weights in; 'auto'/'default' keep the saved precision and pick at load time.
 _QUANTIZATIONS = {"int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32"}
 
@@ -28,13 +32,13 @@ def source_fingerprint(model: str) -> dict[str, object]:
     """What identifies the source model: the hub name, or the local folder's files with sizes and mtimes."""
     path = Path(model)
     if not path.is_dir():
-        return {"model": model}
+        return {"model": model, "rules": CONVERT_RULES}
     files = {
         p.name: [p.stat().st_size, p.stat().st_mtime_ns]
         for p in sorted(path.iterdir())
         if p.is_file() and not p.name.startswith(".")
     }
-    return {"model": str(path.resolve()), "files": files}
+    return {"model": str(path.resolve()), "files": files, "rules": CONVERT_RULES}
 
 
 def ct2_dir_for(model: str, cache_root: str | Path, compute_type: str) -> Path:
@@ -43,6 +47,46 @@ def ct2_dir_for(model: str, cache_root: str | Path, compute_type: str) -> Path:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model.rstrip("/")).name or "model")
     digest = hashlib.sha256(where.encode()).hexdigest()[:8]
     return Path(cache_root) / f"{name}-{digest}-{compute_type}"
+
+
+def mt5_scales_tied_outputs() -> bool:
+    """Whether transformers' MT5ForConditionalGeneration scales decoder outputs by d_model**-0.5 before lm_head."""
+    import inspect
+
+    from transformers import MT5ForConditionalGeneration
+
+    return "model_dim**-0.5" in inspect.getsource(MT5ForConditionalGeneration.forward).replace(" ", "")
+
+
+@contextlib.contextmanager
+def _mt5_outputs_as_transformers() -> Iterator[None]:
+    """Convert mT5 with the output scaling transformers applies, for the duration of the block.
+
+    CTranslate2's MT5 loader (its T5 one) scales decoder outputs by d_model**-0.5 whenever the config says
+    tie_word_embeddings; transformers 5 forces that flag on for mT5 but no longer scales. Argmax is unchanged
+    (greedy decoding agrees), but every logit is d_model**-0.5 too small: top-k sampling of a d_model-128 model
+    drew near-uniformly from the 10 best tokens and wrote mixed-script garbage. The loader is swapped in
+    CTranslate2's registry only while converting (on the driver, under the conversion lock).
+    """
+    from ctranslate2.converters import transformers as ct2_hf
+    from ctranslate2.specs import model_spec
+
+    original = ct2_hf._MODEL_LOADERS.get("MT5Config")
+    if original is None or mt5_scales_tied_outputs():
+        yield
+        return
+
+    class UnscaledMT5Loader(type(original)):  # type: ignore[misc]
+        def get_model_spec(self, model: Any) -> Any:
+            spec = super().get_model_spec(model)
+            spec.decoder.scale_outputs = model_spec.OPTIONAL  # as transformers' forward: lm_head on the unscaled decoder output
+            return spec
+
+    ct2_hf._MODEL_LOADERS["MT5Config"] = UnscaledMT5Loader()
+    try:
+        yield
+    finally:
+        ct2_hf._MODEL_LOADERS["MT5Config"] = original
 
 
 def ensure_ct2_model(model: str, out_dir: str | Path, compute_type: str = "auto", trust_remote_code: bool = False) -> str:
@@ -67,7 +111,8 @@ def ensure_ct2_model(model: str, out_dir: str | Path, compute_type: str = "auto"
         shutil.rmtree(tmp, ignore_errors=True)
         quantization = compute_type if compute_type in _QUANTIZATIONS else None
         log.info("converting %s to CTranslate2 (%s) in %s", model, quantization or "saved precision", out)
-        TransformersConverter(model, trust_remote_code=trust_remote_code).convert(str(tmp), quantization=quantization)
+        with _mt5_outputs_as_transformers():
+            TransformersConverter(model, trust_remote_code=trust_remote_code).convert(str(tmp), quantization=quantization)
         (tmp / SOURCE_FILE).write_text(json.dumps(fingerprint, sort_keys=True), encoding="utf-8")
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
