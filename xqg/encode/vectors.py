@@ -1,8 +1,9 @@
 """Embeddings as Arrow columns (fixed_size_list<float16|float32>) and back, without per-row Python.
 
 Vectors are stored in `storage.dtype` (float32 by default; float16 takes half the bytes, and its 11-bit
-significand keeps scores equal up to near-ties) and always computed in float32: writers accumulate in float32 and cast only when they
-store, readers return float32 whatever was stored (float16 runs and the float32 runs written before both read).
+significand keeps scores equal up to near-ties) and always computed in float32: writers accumulate in float32
+and cast only when they store, readers return float32 whatever was stored (float16 runs and the float32 runs
+written before both read).
 """
 
 from __future__ import annotations
