@@ -32,6 +32,8 @@ bytes at the largest size over those at the smallest.
       # 1M without generate and encode (random vectors in their layout feed fuse), added to an earlier result
   python benchmarks/scale.py --sizes 10000 1000000 --gen-shards 10 --merge /tmp/xqg-scale/scale-10k-100k.json
       # 1M with generate and encode on its first 10 of 200 shards; 10k (2 shards) in full, at the same load
+  python benchmarks/scale.py --sizes 10000 1000000 --gen-shards 2 --stages ingest,generate,encode --out k2.json
+      # the same work (2 shards, ~10k passages) in a 2-shard and a 200-shard corpus: no fit, only the ratios
   python benchmarks/scale.py --sizes 1000000 --stages ingest,generate --merge scale.json   # fewer stages
 """
 
@@ -364,9 +366,18 @@ def child(n: int, stages: list[str], work: Path, args: argparse.Namespace) -> li
 
 
 # ---- fitting and reporting ---------------------------------------------------------------------------------
+SLOPE_SPAN = 1.5  # a slope between two sizes needs one to process at least this many times the other's passages
+
+
+def apart(n1: int, n2: int) -> bool:
+    """Far enough apart for a slope: noise over a small difference in n would swamp it."""
+    return max(n1, n2) >= SLOPE_SPAN * min(n1, n2)
+
+
 def slopes(ns: list[int], ys: list[float]) -> list[float | None]:
-    """(y2 - y1) / (n2 - n1) in millionths between neighbours (None where both processed as many passages)."""
-    return [round((y2 - y1) / (n2 - n1) * 1e6, 2) if n2 != n1 else None
+    """(y2 - y1) / (n2 - n1) in millionths between neighbours (None where they processed about as many passages,
+    e.g. 10k in full and 1M on 2 of its shards)."""
+    return [round((y2 - y1) / (n2 - n1) * 1e6, 2) if apart(n1, n2) else None
             for (n1, y1), (n2, y2) in zip(zip(ns, ys), zip(ns[1:], ys[1:]))]
 
 
@@ -378,12 +389,13 @@ def fit(rows: list[dict]) -> dict[str, Any]:
     ns = [r.get("passages_processed", r["size"]) for r in rows]
     ts = [r["seconds"] for r in rows]
     out: dict[str, Any] = {"sizes": ns}
-    if len(rows) < 2 or len(set(ns)) < 2:
+    if len(rows) < 2:
         return out
-    mean_n, mean_t = sum(ns) / len(ns), sum(ts) / len(ts)
-    b = sum((n - mean_n) * (t - mean_t) for n, t in zip(ns, ts)) / sum((n - mean_n) ** 2 for n in ns)
-    out["fixed_s"] = round(mean_t - b * mean_n, 2)
-    out["us_per_passage_fit"] = round(b * 1e6, 2)
+    if apart(min(ns), max(ns)):  # else no fit: the per-passage ratios below still compare the sizes
+        mean_n, mean_t = sum(ns) / len(ns), sum(ts) / len(ts)
+        b = sum((n - mean_n) * (t - mean_t) for n, t in zip(ns, ts)) / sum((n - mean_n) ** 2 for n in ns)
+        out["fixed_s"] = round(mean_t - b * mean_n, 2)
+        out["us_per_passage_fit"] = round(b * 1e6, 2)
     # Marginal cost per passage between neighbouring sizes: superlinear cost shows as a rising slope.
     out["marginal_us_per_passage"] = slopes(ns, ts)
     out["marginal_cpu_us_per_passage"] = slopes(ns, [r["driver_cpu_s"] + r["worker_cpu_s"] for r in rows])
@@ -434,7 +446,8 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         marg = " → ".join("-" if m is None else f"{m:,.0f}" for m in f["marginal_us_per_passage"])
         cpu = " → ".join("-" if m is None else f"{m:,.0f}" for m in f["marginal_cpu_us_per_passage"])
-        lines.append(f"| {stage} | {f['fixed_s']:.1f} | {f['us_per_passage_fit']:,.0f} | {marg} | {cpu} | "
+        fixed = f"{f['fixed_s']:.1f} | {f['us_per_passage_fit']:,.0f}" if "fixed_s" in f else "- | -"
+        lines.append(f"| {stage} | {fixed} | {marg} | {cpu} | "
                      f"{f['time_per_passage_ratio']} | {f['cpu_per_passage_ratio']} | "
                      f"{f.get('bytes_per_passage_ratio', '-')} |")
     return "\n".join(lines) + f"\n\nsizes: {', '.join(f'{s:,}' for s in sizes)}; {result['note']}\n"

@@ -66,6 +66,10 @@ def test_scale_gen_shards_subset_and_per_passage_cost(monkeypatch) -> None:
     assert f["sizes"] == [10_000, 50_000]
     assert f["us_per_passage_fit"] == 2000.0 and f["fixed_s"] == 20.0
     assert f["time_per_passage_ratio"] == 0.6  # 2.4 ms over 4 ms
-    assert scale.fit([row(10_000, 40.0), row(1_000_000, 40.0, 10_000)])["sizes"] == [10_000, 10_000]  # no slope
-    table = scale.markdown({"rows": rows, "fits": {"generate": f}, "note": "n"})
+    # 1M on 2 of its shards against 10k in full: about as many passages, so no slope, only the ratios.
+    same = scale.fit([row(10_000, 40.0), row(1_000_000, 44.0, 9_900)])
+    assert same["sizes"] == [10_000, 9_900] and "fixed_s" not in same and same["marginal_us_per_passage"] == [None]
+    assert same["time_per_passage_ratio"] == 1.11
+    table = scale.markdown({"rows": rows, "fits": {"generate": f, "encode": same}, "note": "n"})
     assert "| generate | 1,000,000 | 10 of 200 | 120.0 | 417 | 2,400 |" in table
+    assert "| encode | - | - | - | - | 1.11 |" in table
