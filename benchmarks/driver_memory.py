@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,8 +104,10 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> None:
                 f.write("\n")
 
 
-def write_vectors(run_dir: str, dim: int, seed: int = 0) -> None:
-    """Passage vectors and one language's query sums per corpus shard, as the encode stage writes them."""
+def write_vectors(run_dir: str, dim: int, seed: int = 0, shards: Iterable[int] | None = None,
+                  langs: Sequence[str] = (LANG,), queries: int = 5) -> None:
+    """Passage vectors and the query sums of each of langs (queries per passage) per corpus shard, as the encode
+    stage writes them; every ingested shard, or only shards (the others left as they are)."""
     import numpy as np
     import pyarrow as pa
 
@@ -119,7 +122,10 @@ def write_vectors(run_dir: str, dim: int, seed: int = 0) -> None:
         x = rng.standard_normal((n, dim)).astype(np.float32)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
+    wanted = None if shards is None else set(shards)
     for shard in run.corpus_shards():
+        if wanted is not None and shard not in wanted:
+            continue
         docids = run.read_dir(corpus_dir(shard), columns=["docid"])["docid"]
         n = len(docids)
         unit = passages_unit(shard)
@@ -127,12 +133,13 @@ def write_vectors(run_dir: str, dim: int, seed: int = 0) -> None:
                         pa.table({"docid": docids, "embedding": vector_column(unit_vectors(n))}))
         run.mark_done("encode", unit, fingerprint=f"synthetic-{unit}", inputs={"encoder": "synthetic"},
                       rows_in=n, rows_out=n, rejected=0, encoder="synthetic")
-        unit = generated_sum_unit(generated_variant(None), LANG, shard)
-        run.write_table(f"{embeddings_dir(unit)}/part-00000.parquet", pa.table({
-            "docid": docids, "lang": pa.array([LANG] * n), "n": pa.array(np.full(n, 5, np.int32)),
-            "embedding_sum": vector_column(5 * unit_vectors(n))}))
-        run.mark_done("encode", unit, fingerprint=f"synthetic-{unit}", inputs={"encoder": "synthetic"},
-                      rows_in=n, rows_out=n, rejected=0, max_n=5)
+        for lang in langs:
+            unit = generated_sum_unit(generated_variant(None), lang, shard)
+            run.write_table(f"{embeddings_dir(unit)}/part-00000.parquet", pa.table({
+                "docid": docids, "lang": pa.array([lang] * n), "n": pa.array(np.full(n, queries, np.int32)),
+                "embedding_sum": vector_column(queries * unit_vectors(n))}))
+            run.mark_done("encode", unit, fingerprint=f"synthetic-{unit}", inputs={"encoder": "synthetic"},
+                          rows_in=n, rows_out=n, rejected=0, max_n=queries)
 
 
 def overrides(run_dir: str, corpus: str, shards: int, index_shard: int) -> list[str]:

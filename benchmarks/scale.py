@@ -11,6 +11,14 @@ language (--gen-languages, default ar) and --gen-queries queries of at most --ge
 passage (defaults 1 and 8; the paper: 7 languages x 5 queries of 32). Every passage of every shard is
 generated (fusion needs every shard), so generate's per-passage cost is comparable across sizes.
 
+--gen-shards K: at sizes whose corpus has more than K shards, generate and encode (passages and generated queries)
+run for real on the first K corpus shards only, through the stages' own shard filter (`run_generate` /
+`run_encode` `shards=`, what `jobs/generate.py --shards` uses), on the run directory of the whole corpus (ingest
+runs on every shard; generate and encode plan against the whole corpus's markers and listings). The other shards
+then get random vectors in encode's layout (set-up, not timed, as --synthetic-vectors writes them) so that fuse,
+index, search and evaluate run over the whole corpus. Those generate / encode rows count per-passage cost over the
+passages actually processed (the K shards' rows), and the table marks them "K of <shards>".
+
 Per stage and size: wall time, passages/s, CPU seconds of the driver and of every Ray worker (from /proc: wall
 time on a shared machine follows the other users' load), the load average, the driver's peak RSS (PeakSampler of
 benchmarks/driver_memory.py), the largest Ray worker's RSS (the driver's descendant processes named ray::*,
@@ -22,6 +30,10 @@ bytes at the largest size over those at the smallest.
   python benchmarks/scale.py --sizes 10000 100000            # 11.5 min on 2 shared cores (benchmarks/RESULTS.md)
   python benchmarks/scale.py --sizes 1000000 --synthetic-vectors --merge /tmp/xqg-scale/scale-10k-100k.json
       # 1M without generate and encode (random vectors in their layout feed fuse), added to an earlier result
+  python benchmarks/scale.py --sizes 10000 1000000 --gen-shards 10 --merge /tmp/xqg-scale/scale-10k-100k.json
+      # 1M with generate and encode on its first 10 of 200 shards; 10k (2 shards) in full, at the same load
+  python benchmarks/scale.py --sizes 10000 1000000 --gen-shards 2 --stages ingest,generate,encode --out k2.json
+      # the same work (2 shards, ~10k passages) in a 2-shard and a 200-shard corpus: no fit, only the ratios
   python benchmarks/scale.py --sizes 1000000 --stages ingest,generate --merge scale.json   # fewer stages
 """
 
@@ -248,8 +260,15 @@ def overrides(n: int, data: Path, run_dir: Path, mt5: Path, bert: Path, args: ar
     ]
 
 
-def stage_calls(config: Any) -> dict[str, Callable[[], list[Any]]]:
-    """What each stage runs (the pipeline's own stage functions)."""
+def subset_shards(num_shards: int, gen_shards: int) -> list[int] | None:
+    """The corpus shards generate and encode run on: the first gen_shards when the corpus has more, else None
+    (every shard)."""
+    return list(range(gen_shards)) if 0 < gen_shards < num_shards else None
+
+
+def stage_calls(config: Any, shards: list[int] | None = None) -> dict[str, Callable[[], list[Any]]]:
+    """What each stage runs (the pipeline's own stage functions); generate and encode on shards only, if given
+    (the query set is encoded whole)."""
     from xqg.encode.stage import run_encode
     from xqg.evaluate.stage import run_evaluate
     from xqg.fuse import run_fuse
@@ -259,10 +278,12 @@ def stage_calls(config: Any) -> dict[str, Callable[[], list[Any]]]:
     from xqg.layout import index_names
     from xqg.search.stage import run_search
 
+    only = None if shards is None else set(shards)
     return {
         "ingest": lambda: [run_ingest(config)],
-        "generate": lambda: [run_generate(config)],
-        "encode": lambda: [run_encode(config, t) for t in ("passages", "generated", "queries")],
+        "generate": lambda: [run_generate(config, shards=only)],
+        "encode": lambda: [run_encode(config, t, shards=None if t == "queries" else only)
+                           for t in ("passages", "generated", "queries")],
         "fuse": lambda: [run_fuse(config)],
         "index": lambda: [run_index(config, name) for name in index_names(config)],
         "search": lambda: [run_search(config, name) for name in index_names(config)],
@@ -279,9 +300,18 @@ def run_size(n: int, stages: list[str], work: Path, models: tuple[Path, Path], a
     run_dir = work / f"run-{n}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: every stage does all its work
     config = load_config(None, overrides(n, data, run_dir, *models, args))
-    calls = stage_calls(config)
+    subset = None if args.synthetic_vectors else subset_shards(config.corpus.num_shards, args.gen_shards)
+    calls = stage_calls(config, subset)
     rows = []
     for stage in stages:
+        if subset is not None and stage == "fuse":
+            # Set-up, not measured: the shards generate and encode left out get random vectors in encode's layout.
+            from driver_memory import write_vectors
+            from xqg.rundir import RunDir
+
+            others = sorted(set(RunDir(str(run_dir)).corpus_shards()) - set(subset))
+            write_vectors(str(run_dir), dim=64, shards=others, langs=args.gen_languages.split(","),
+                          queries=args.gen_queries)
         if args.synthetic_vectors and stage in ("generate", "encode"):
             continue
         if args.synthetic_vectors and stage == "fuse":
@@ -293,16 +323,29 @@ def run_size(n: int, stages: list[str], work: Path, models: tuple[Path, Path], a
             run_encode(config, "queries")
         print(f"[{n:,}] {stage} ...", flush=True)
         row = {"size": n, "shards": config.corpus.num_shards, **measure(stage, run_dir, calls[stage])}
-        row["passages_per_s"] = round(n / row["seconds"], 1)
-        row["us_per_passage"] = round(row["seconds"] / n * 1e6, 2)
-        row["bytes_per_passage"] = round(row["bytes_written"] / n, 1)
-        row["cpu_us_per_passage"] = round((row["driver_cpu_s"] + row["worker_cpu_s"]) / n * 1e6, 2)
+        done = n  # passages the stage processed: every one, except generate / encode on a subset of shards
+        if subset is not None and stage in ("generate", "encode"):
+            from xqg.rundir import RunDir
+
+            done = sum(RunDir(str(run_dir)).corpus_shard_rows(s) for s in subset)
+            row["shards_run"], row["passages_processed"] = len(subset), done
+        per_passage(row, done)
         row["synthetic_vectors"] = args.synthetic_vectors and stage != "ingest"
+        if subset is not None and stage not in ("ingest", "generate", "encode"):
+            row["synthetic_beyond"] = len(subset)  # real vectors on the first shards, random on the others
         print(f"[{n:,}] {json.dumps({k: v for k, v in row.items() if k != 'parts'})}", flush=True)
         rows.append(row)
     if not args.keep_runs:
         shutil.rmtree(run_dir, ignore_errors=True)
     return rows
+
+
+def per_passage(row: dict[str, Any], done: int) -> None:
+    """Rates per passage processed (done), added to a stage's row."""
+    row["passages_per_s"] = round(done / row["seconds"], 1)
+    row["us_per_passage"] = round(row["seconds"] / done * 1e6, 2)
+    row["bytes_per_passage"] = round(row["bytes_written"] / done, 1)
+    row["cpu_us_per_passage"] = round((row["driver_cpu_s"] + row["worker_cpu_s"]) / done * 1e6, 2)
 
 
 def child(n: int, stages: list[str], work: Path, args: argparse.Namespace) -> list[dict]:
@@ -323,25 +366,39 @@ def child(n: int, stages: list[str], work: Path, args: argparse.Namespace) -> li
 
 
 # ---- fitting and reporting ---------------------------------------------------------------------------------
+SLOPE_SPAN = 1.5  # a slope between two sizes needs one to process at least this many times the other's passages
+
+
+def apart(n1: int, n2: int) -> bool:
+    """Far enough apart for a slope: noise over a small difference in n would swamp it."""
+    return max(n1, n2) >= SLOPE_SPAN * min(n1, n2)
+
+
+def slopes(ns: list[int], ys: list[float]) -> list[float | None]:
+    """(y2 - y1) / (n2 - n1) in millionths between neighbours (None where they processed about as many passages,
+    e.g. 10k in full and 1M on 2 of its shards)."""
+    return [round((y2 - y1) / (n2 - n1) * 1e6, 2) if apart(n1, n2) else None
+            for (n1, y1), (n2, y2) in zip(zip(ns, ys), zip(ns[1:], ys[1:]))]
+
+
 def fit(rows: list[dict]) -> dict[str, Any]:
     """time = a + b*n by least squares over the sizes, slopes between neighbouring sizes, and largest/smallest
-    ratios of per-passage time and bytes."""
+    ratios of per-passage time and bytes. n is the passages a stage processed (the corpus size, or the subset's
+    passages for generate / encode on --gen-shards); rows stay in corpus-size order."""
     rows = sorted(rows, key=lambda r: r["size"])
-    ns = [r["size"] for r in rows]
+    ns = [r.get("passages_processed", r["size"]) for r in rows]
     ts = [r["seconds"] for r in rows]
     out: dict[str, Any] = {"sizes": ns}
     if len(rows) < 2:
         return out
-    mean_n, mean_t = sum(ns) / len(ns), sum(ts) / len(ts)
-    b = sum((n - mean_n) * (t - mean_t) for n, t in zip(ns, ts)) / sum((n - mean_n) ** 2 for n in ns)
-    out["fixed_s"] = round(mean_t - b * mean_n, 2)
-    out["us_per_passage_fit"] = round(b * 1e6, 2)
+    if apart(min(ns), max(ns)):  # else no fit: the per-passage ratios below still compare the sizes
+        mean_n, mean_t = sum(ns) / len(ns), sum(ts) / len(ts)
+        b = sum((n - mean_n) * (t - mean_t) for n, t in zip(ns, ts)) / sum((n - mean_n) ** 2 for n in ns)
+        out["fixed_s"] = round(mean_t - b * mean_n, 2)
+        out["us_per_passage_fit"] = round(b * 1e6, 2)
     # Marginal cost per passage between neighbouring sizes: superlinear cost shows as a rising slope.
-    out["marginal_us_per_passage"] = [round((t2 - t1) / (n2 - n1) * 1e6, 2)
-                                      for (n1, t1), (n2, t2) in zip(zip(ns, ts), zip(ns[1:], ts[1:]))]
-    cs = [r["driver_cpu_s"] + r["worker_cpu_s"] for r in rows]
-    out["marginal_cpu_us_per_passage"] = [round((c2 - c1) / (n2 - n1) * 1e6, 2)
-                                          for (n1, c1), (n2, c2) in zip(zip(ns, cs), zip(ns[1:], cs[1:]))]
+    out["marginal_us_per_passage"] = slopes(ns, ts)
+    out["marginal_cpu_us_per_passage"] = slopes(ns, [r["driver_cpu_s"] + r["worker_cpu_s"] for r in rows])
     first, last = rows[0], rows[-1]
     out["time_per_passage_ratio"] = round(last["us_per_passage"] / first["us_per_passage"], 2)
     out["cpu_per_passage_ratio"] = round(last["cpu_us_per_passage"] / first["cpu_us_per_passage"], 2)
@@ -375,8 +432,9 @@ def markdown(result: dict[str, Any]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for stage in STAGES:
         for r in sorted((r for r in rows if r["stage"] == stage), key=lambda r: r["size"]):
-            mark = " *" if r.get("synthetic_vectors") else ""
-            lines.append(f"| {stage} | {r['size']:,}{mark} | {r['shards']} | {r['seconds']:.1f} | {r['passages_per_s']:,.0f} | "
+            mark = " *" if r.get("synthetic_vectors") else " †" if r.get("synthetic_beyond") else ""
+            shards = f"{r['shards_run']} of {r['shards']}" if "shards_run" in r else str(r["shards"])
+            lines.append(f"| {stage} | {r['size']:,}{mark} | {shards} | {r['seconds']:.1f} | {r['passages_per_s']:,.0f} | "
                          f"{r['us_per_passage']:,.0f} | {r['cpu_us_per_passage']:,.0f} | {r['load_average']:.0f} | "
                          f"{r['driver_peak_mb']:.0f} ({r['driver_delta_mb']:+.0f}) | "
                          f"{r['worker_peak_mb']:.0f} | {r['bytes_written']:,} | {r['bytes_per_passage']:,.0f} |")
@@ -386,9 +444,10 @@ def markdown(result: dict[str, Any]) -> str:
     for stage, f in result["fits"].items():
         if len(f.get("sizes", [])) < 2:
             continue
-        marg = " → ".join(f"{m:,.0f}" for m in f["marginal_us_per_passage"])
-        cpu = " → ".join(f"{m:,.0f}" for m in f["marginal_cpu_us_per_passage"])
-        lines.append(f"| {stage} | {f['fixed_s']:.1f} | {f['us_per_passage_fit']:,.0f} | {marg} | {cpu} | "
+        marg = " → ".join("-" if m is None else f"{m:,.0f}" for m in f["marginal_us_per_passage"])
+        cpu = " → ".join("-" if m is None else f"{m:,.0f}" for m in f["marginal_cpu_us_per_passage"])
+        fixed = f"{f['fixed_s']:.1f} | {f['us_per_passage_fit']:,.0f}" if "fixed_s" in f else "- | -"
+        lines.append(f"| {stage} | {fixed} | {marg} | {cpu} | "
                      f"{f['time_per_passage_ratio']} | {f['cpu_per_passage_ratio']} | "
                      f"{f.get('bytes_per_passage_ratio', '-')} |")
     return "\n".join(lines) + f"\n\nsizes: {', '.join(f'{s:,}' for s in sizes)}; {result['note']}\n"
@@ -409,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="JSON result (default: <work>/scale.json); the table goes beside it")
     p.add_argument("--synthetic-vectors", action="store_true",
                    help="skip generate and encode: random vectors in their layout (set-up, not measured) feed fuse")
+    p.add_argument("--gen-shards", type=int, default=0,
+                   help="at sizes with more corpus shards, generate and encode run on the first K shards only "
+                        "(random vectors in their layout for the others, set-up, not measured); 0: every shard")
     p.add_argument("--replicate-above", type=int, default=100_000,
                    help="larger corpora repeat the demo corpus of this size with new docids (see make_data)")
     p.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
@@ -417,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(stages) - set(STAGES)
     if unknown:
         p.error(f"unknown stages {sorted(unknown)}; stages are {', '.join(STAGES)}")
+    if args.gen_shards < 0 or (args.gen_shards and args.synthetic_vectors):
+        p.error("--gen-shards takes a positive number of shards, and not with --synthetic-vectors")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     out = Path(args.out or work / "scale.json")
@@ -434,13 +498,19 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(cmd, check=True)
         rows += json.loads(part.read_text())
     synthetic = sorted({r["size"] for r in rows if r.get("synthetic_vectors")})
+    subsets = sorted({(r["size"], r["shards_run"], r["shards"], r["passages_processed"]) for r in rows
+                      if "shards_run" in r})
     note = (f"generation subset at every size: languages [{args.gen_languages}], {args.gen_queries} query per "
             f"passage, at most {args.gen_new_tokens} new tokens; {args.shard_passages:,} passages per shard; "
             "tiny random-weight mT5 / BERT (2 layers, d_model 64, vocabulary 2,000)"
             + (f"; corpora above {args.replicate_above:,} passages repeat the {args.replicate_above:,}-passage one "
                "with new docids" if max(r["size"] for r in rows) > args.replicate_above else "")
             + (f"; * at {', '.join(f'{x:,}' for x in synthetic)} passages generate and encode did not run: random "
-               "vectors in their layout fed fuse (the query set was encoded for real)" if synthetic else ""))
+               "vectors in their layout fed fuse (the query set was encoded for real)" if synthetic else "")
+            + "".join(f"; at {n:,} passages generate and encode ran on the first {k} of {total} shards ({done:,} "
+                      "passages; per-passage columns over those), random vectors in encode's layout on the other "
+                      "shards († fuse and later stages: real vectors on those shards, random on the rest)"
+                      for n, k, total, done in subsets))
     result = {"machine": machine(), "args": vars(args), "note": note, "rows": rows,
               "fits": {s: fit([r for r in rows if r["stage"] == s]) for s in STAGES}}
     out.write_text(json.dumps(result, indent=1))
