@@ -1,4 +1,4 @@
-"""Searching a query-embedding set against a sharded index: one actor per index shard, merged top-k, run files."""
+"""Searching a query-embedding set against a sharded index: one Ray task per index shard, merged top-k, run files."""
 
 from xqg.search.stage import run_search
 

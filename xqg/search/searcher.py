@@ -34,7 +34,7 @@ def flat_from_source(run: RunDir, slices: list[dict[str, Any]]) -> Any:
 
 
 class ShardSearcher:
-    """Ray actor over one index shard: loads index + docid map in __init__, search() returns (q, docid, score)."""
+    """One index shard: loads index + docid map in __init__, search() returns (q, docid, score)."""
 
     def __init__(self, run_uri: str, folder: str, shard: dict[str, Any], nprobe: int, ef_search: int,
                  use_gpu: bool | None = None) -> None:
@@ -69,3 +69,9 @@ class ShardSearcher:
         hit = ids >= 0  # IVF / HNSW may return fewer than k (label -1)
         q = np.broadcast_to(np.arange(nq, dtype=np.int32)[:, None], ids.shape)[hit]
         return pa.table({"q": q, "docid": self.docids.take(pa.array(ids[hit])), "score": scores[hit]})
+
+
+def search_shard(run_uri: str, folder: str, shard: dict[str, Any], nprobe: int, ef_search: int,
+                 use_gpu: bool | None, queries: np.ndarray, k: int, batch_size: int) -> pa.Table:
+    """One shard's top-k, as one Ray task: the shard is loaded, searched and freed when the task ends."""
+    return ShardSearcher(run_uri, folder, shard, nprobe, ef_search, use_gpu).search(queries, k, batch_size)

@@ -1,4 +1,4 @@
-"""The search stage: a query-embedding set against an index, one Ray actor per index shard, merged top-k."""
+"""The search stage: a query-embedding set against an index, one Ray task per index shard, merged top-k."""
 
 from __future__ import annotations
 
@@ -36,35 +36,29 @@ def search_shards(
     run_uri: str, folder: str, shards: list[dict[str, Any]], queries: Any, depth: int, batch_size: int,
     nprobe: int, ef_search: int, use_gpu: bool | str | None, memory: list[int] | None = None,
 ) -> list[Any]:
-    """Top-depth per shard from one actor each (asking for memory[i] bytes: Ray then never packs more shards on a
-    node than it holds); an actor is killed as soon as its answer is in (frees its slot)."""
+    """Top-depth per shard, one Ray task each (asking for memory[i] bytes: Ray then never packs more shards on a
+    node than it holds).
+
+    Tasks, not actors: a shard is searched once, and Ray reuses its worker processes for tasks, so a warm
+    cluster imports FAISS once per worker, not once per shard (an actor per shard started a new process each).
+    """
     import ray
 
-    from xqg.search.searcher import ShardSearcher
+    from xqg.search.searcher import search_shard
     from xqg.units import resolve_use_gpu
 
-    gpus = resolve_use_gpu(use_gpu, "search")  # true: the actors wait for GPU nodes
-    # Restarted as often as Ray allows (a preempted spot node is not an error); a deterministic error still raises.
-    remote = ray.remote(ShardSearcher)
-    options = {"num_cpus": 0 if gpus else 1, "num_gpus": 1 if gpus else 0, "max_restarts": -1}
+    gpus = resolve_use_gpu(use_gpu, "search")  # true: the tasks wait for GPU nodes
+    # Retried as often as Ray allows when a worker or node dies (a preempted spot node is not an error); an
+    # exception raised by the search itself is not retried.
+    remote = ray.remote(search_shard)
+    options = {"num_cpus": 0 if gpus else 1, "num_gpus": 1 if gpus else 0, "max_retries": -1}
     q_ref = ray.put(queries)
-    actors, pending = {}, {}
-    for i, shard in enumerate(shards):
-        actor = remote.options(**options, memory=memory[i] if memory else None).remote(
-            run_uri, folder, shard, nprobe, ef_search, gpus)
-        ref = actor.search.options(max_task_retries=-1).remote(q_ref, depth, batch_size)
-        actors[ref], pending[ref] = actor, i  # by position: a flat index over its source has no FAISS file names
-    results = {}
-    try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            ref = ready[0]
-            results[pending.pop(ref)] = ray.get(ref)
-            ray.kill(actors.pop(ref))
-    finally:
-        for actor in actors.values():
-            ray.kill(actor)
-    return [results[i] for i in range(len(shards))]
+    refs = [
+        remote.options(**options, memory=memory[i] if memory else None).remote(
+            run_uri, folder, shard, nprobe, ef_search, gpus, q_ref, depth, batch_size)
+        for i, shard in enumerate(shards)
+    ]
+    return ray.get(refs)  # by position: a flat index over its source has no FAISS file names
 
 
 def changed_sources(runner: StageRunner, manifest: dict[str, Any]) -> list[str]:
