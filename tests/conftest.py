@@ -17,6 +17,11 @@ NO_SHARED_DATA = "XQG_NO_SHARED_DATA"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray Train's controller polls its workers every 2 s by default: a tiny test training spends most of its time
+# waiting on those polls (start, each report, the end). Tests poll more often and start no preemption watcher (one
+# process less per training; no test preempts a node). Jobs started by tests inherit both.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 def demo_texts() -> list[str]:
