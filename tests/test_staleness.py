@@ -6,6 +6,7 @@ once; each test copies it, changes one input and checks, per stage, how many uni
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -45,8 +46,19 @@ def config_for(run_dir: Path, mt5: str, bert: str, *overrides: str) -> Config:
 
 
 def work(summaries) -> dict[str, tuple[int, int]]:
-    """stage label -> (units done, units skipped) of a pipeline run."""
-    return {s.stage: (s.units_done, s.units_skipped) for s in summaries if s.stage != "pipeline"}
+    """stage label -> (units done, units skipped) of a pipeline run; the pipeline's one encode stage (every target
+    through one pool) as "encode <target>" per target."""
+    out = {}
+    for s in summaries:
+        if s.stage == "encode all":
+            per_target = {t: re.fullmatch(r"(\d+) to do, (\d+) complete", s.extra[f"{t} units"]).groups()
+                          for t in ("passages", "generated", "queries")}
+            out.update({f"encode {t}": (int(a), int(b)) for t, (a, b) in per_target.items()})
+            assert s.units_done == sum(out[f"encode {t}"][0] for t in per_target), "a unit to do was not done"
+            assert s.units_skipped == sum(out[f"encode {t}"][1] for t in per_target)
+        elif s.stage != "pipeline":
+            out[s.stage] = (s.units_done, s.units_skipped)
+    return out
 
 
 def index_shards_holding(run: RunDir, corpus_shard: int) -> int:

@@ -58,7 +58,9 @@ def _train_dr(config: Config) -> list[StageSummary]:
 def _encode(config: Config) -> list[StageSummary]:
     from xqg.encode.stage import run_encode
 
-    return [run_encode(config, target) for target in ("passages", "generated", "queries")]
+    # One pool of encoder actors for passages, generated queries and query sets: each actor loads the encoder once,
+    # not once per target (three pools would start, scale out and load the models three times).
+    return [run_encode(config, "all")]
 
 
 def _fuse(config: Config) -> list[StageSummary]:

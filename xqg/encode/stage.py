@@ -133,6 +133,11 @@ def run_encode(
     )
     plan = runner.plan(units)
     summary = runner.summary
+    if target == "all":  # what was done and what was complete, per target
+        for kind in TARGETS:
+            todo = sum(u.payload["target"] == kind for u in plan.todo)
+            complete = sum(u.payload["target"] == kind for u in plan.done)
+            summary.extra[f"{kind} units"] = f"{todo} to do, {complete} complete"
     if not plan.todo:
         return runner.close()
     run.write_config(config, ENCODE)
