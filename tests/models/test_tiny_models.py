@@ -75,3 +75,51 @@ def test_tiny_llama_is_a_causal_lm_whose_prompts_start_with_bos_and_do_not_end_w
     batch = tok(["Generate a Finnish question for this passage: a b c"], return_tensors="pt")
     out = model.generate(**batch, do_sample=True, top_k=10, num_return_sequences=3, max_new_tokens=6)
     assert out.shape[0] == 3 and out.shape[1] <= batch["input_ids"].shape[1] + 6
+
+
+BUILD_TWICE = """
+import hashlib, sys
+from pathlib import Path
+from xqg.config import ScratchModel
+from xqg.models.resolve import read_text_files
+from xqg.models.tiny import build_scratch
+
+demo, out = Path(sys.argv[1]), Path(sys.argv[2])
+texts = list(read_text_files([str(demo / n) for n in ("passages.jsonl", "train.jsonl", "dev.jsonl")]))
+small = dict(d_model=16, num_layers=1, num_heads=2, d_ff=32)
+# The demo's bi-encoder vocabulary on all of the demo's text; SentencePiece (slower) on a part of it.
+for kind, size, text, files in (
+    ("bert", 4000, texts, ("_wordpiece/vocab.txt", "tokenizer.json", "model.safetensors")),
+    ("mt5", 800, texts[:3000], ("_spm/spiece.model", "tokenizer.json", "model.safetensors")),
+):
+    build_scratch(ScratchModel(scratch=kind, vocab_size=size, **small), text, out / kind)
+    for f in files:
+        print(kind, f, hashlib.sha256((out / kind / f).read_bytes()).hexdigest())
+"""
+
+
+def test_scratch_vocabularies_and_weights_are_the_same_in_every_process(tmp_path: Path) -> None:
+    # Two fresh interpreters (other hash seeds, as two demo runs) build the demo's scratch models from the same text:
+    # the WordPiece vocabulary (HF's trainer gave a different one in each process), the SentencePiece model and the
+    # initial weights must come out byte for byte the same.
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD_TWICE, str(DEMO), str(tmp_path / str(seed))],
+            env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": str(repo)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for seed in (1, 2)
+    ]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        outs.append(out.splitlines())
+    assert len(outs[0]) == 6 and outs[0] == outs[1]
+    assert (tmp_path / "1" / "bert" / "_wordpiece" / "vocab.txt").read_bytes() == (
+        tmp_path / "2" / "bert" / "_wordpiece" / "vocab.txt").read_bytes()

@@ -55,7 +55,17 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, vocab_size: i
             num_threads=1,
             minloglevel=2,
         )
-    return out / "spiece.model"
+    # The model records the paths it was trained from (a fresh temporary folder each time): keep them out, so that
+    # the same text makes the same bytes in every process.
+    from sentencepiece import sentencepiece_model_pb2
+
+    model = out / "spiece.model"
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model.read_bytes())
+    proto.trainer_spec.input[:] = [corpus.name]
+    proto.trainer_spec.model_prefix = "spiece"
+    model.write_bytes(proto.SerializeToString())
+    return model
 
 
 def sentencepiece_tokenizer(spec: ScratchModel, texts: Iterable[str], out: Path) -> Any:
@@ -163,21 +173,109 @@ def build_decoder(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path)
     return out
 
 
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+CONTINUE = "##"
+
+
+def wordpiece_vocab(texts: Iterable[str], vocab_size: int, min_frequency: int = 1) -> list[str]:
+    """A WordPiece vocabulary learned as HF `tokenizers`' WordPieceTrainer learns it, but the same in every process.
+
+    The same algorithm (BERT normalisation and pre-tokenisation, cased, accents kept, CJK ideographs split; words
+    as characters, every non-initial one "##"-prefixed; repeatedly merge the most frequent adjacent pair, at equal
+    count the pair of older pieces, until vocab_size pieces) and the same layout (special tokens, characters,
+    their "##" forms, merges in order). What HF leaves to Rust hash maps, randomly seeded in every process, is
+    fixed here: the characters are ordered by falling count, then by their text; the "##" forms likewise. HF's
+    order of those decided the ids and so every equal-count merge: two builds from the same text gave different
+    vocabularies (282 of the demo's 4,000 lines moved, up to 2 pieces differed) and different demo numbers.
+    """
+    import heapq
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    norm = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    pre = BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for t in texts:
+        if t and str(t).strip():
+            counts.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(str(t))))
+    words = sorted(counts.items())  # a fixed order: the merge loop below depends on nothing else
+    symbols = [[w[0]] + [CONTINUE + c for c in w[1:]] for w, _ in words]
+    freq = [n for _, n in words]
+
+    def by_count(counter: Counter[str]) -> list[str]:
+        return [s for s, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+    initial, inner = Counter(), Counter()
+    for syms, n in zip(symbols, freq):
+        initial[syms[0]] += n
+        for s in syms[1:]:
+            inner[s] += n
+    # Every character of the text is a piece of its own (HF: no alphabet limit), then its "##" forms.
+    vocab = list(BERT_SPECIALS)
+    vocab += [c for c in by_count(initial + Counter({s[len(CONTINUE):]: n for s, n in inner.items()}))
+              if c not in BERT_SPECIALS]
+    vocab += by_count(inner)
+    ids = {t: i for i, t in enumerate(vocab)}
+
+    pairs: Counter[tuple[str, str]] = Counter()
+    where: dict[tuple[str, str], set[int]] = {}
+    for i, (syms, n) in enumerate(zip(symbols, freq)):
+        for p in zip(syms, syms[1:]):
+            pairs[p] += n
+            where.setdefault(p, set()).add(i)
+    # A heap of (-count, ids of the pair): at equal count the pair of older pieces first (as HF's trainer).
+    heap = [(-n, ids[a], ids[b]) for (a, b), n in pairs.items()]
+    heapq.heapify(heap)
+    while len(vocab) < vocab_size and heap:
+        neg, ia, ib = heapq.heappop(heap)
+        a, b = vocab[ia], vocab[ib]
+        if pairs.get((a, b), 0) != -neg:
+            continue  # a stale entry: the pair's count changed since it was pushed
+        if -neg < min_frequency:
+            break
+        merged = a + (b[len(CONTINUE):] if b.startswith(CONTINUE) else b)
+        if merged not in ids:  # two merges can make the same piece (a + ##bc, ab + ##c): one id
+            ids[merged] = len(vocab)
+            vocab.append(merged)
+        changed: set[tuple[str, str]] = set()
+        for i in sorted(where.pop((a, b), ())):
+            syms, n = symbols[i], freq[i]
+            for p in zip(syms, syms[1:]):
+                pairs[p] -= n
+                changed.add(p)
+            out, j = [], 0
+            while j < len(syms):
+                if j + 1 < len(syms) and syms[j] == a and syms[j + 1] == b:
+                    out.append(merged)
+                    j += 2
+                else:
+                    out.append(syms[j])
+                    j += 1
+            symbols[i] = out
+            for p in zip(out, out[1:]):
+                pairs[p] += n
+                changed.add(p)
+                where.setdefault(p, set()).add(i)
+        for p in changed:
+            if pairs[p] > 0:
+                heapq.heappush(heap, (-pairs[p], ids[p[0]], ids[p[1]]))
+            else:
+                pairs.pop(p)
+                where.pop(p, None)
+    return vocab
+
+
 def build_bert(spec: ScratchModel, texts: Iterable[str], out_dir: str | Path) -> Path:
     """Build a tiny randomly initialised BertModel + WordPiece tokenizer, saved with save_pretrained."""
     import torch
-    from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     out = Path(out_dir)
     (out / "_wordpiece").mkdir(parents=True, exist_ok=True)
-    # Cased and accent-preserving like mBERT; CJK characters split into single tokens.
-    wp = BertWordPieceTokenizer(lowercase=False, strip_accents=False, handle_chinese_chars=True)
-    wp.train_from_iterator(
-        (t for t in texts if t and str(t).strip()), vocab_size=spec.vocab_size, min_frequency=1, show_progress=False
-    )
-    wp.save_model(str(out / "_wordpiece"))
     vocab_file = out / "_wordpiece" / "vocab.txt"
+    vocab_file.write_text("".join(t + "\n" for t in wordpiece_vocab(texts, spec.vocab_size)), encoding="utf-8")
     tokenizer = BertTokenizerFast(
         vocab_file=str(vocab_file),
         # transformers v5 builds the WordPiece model from `vocab` and ignores vocab_file (all tokens -> [UNK])
