@@ -1,4 +1,4 @@
-"""R@k, MRR@k and nDCG@k through ranx, on hand-computed cases."""
+"""R@k, MRR@k and nDCG@k on hand-computed cases."""
 
 from __future__ import annotations
 

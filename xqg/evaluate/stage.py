@@ -256,7 +256,7 @@ def run_evaluate(config: Config) -> StageSummary:
 
 
 def _run_scores(table: pa.Table) -> dict[str, dict[str, float]]:
-    """qid -> {docid: score}, the form ranx takes."""
+    """qid -> {docid: score}, the form ir_metrics takes."""
     out: dict[str, dict[str, float]] = {}
     for q, d, score in zip(table["qid"].to_pylist(), table["docid"].to_pylist(), table["score"].to_pylist()):
         out.setdefault(q, {})[d] = score
