@@ -137,7 +137,7 @@ def run_encode(
         for kind in TARGETS:
             todo = sum(u.payload["target"] == kind for u in plan.todo)
             complete = sum(u.payload["target"] == kind for u in plan.done)
-            summary.extra[f"{kind} units"] = f"{todo} to do, {complete} complete"
+            summary.extra[f"{kind} units"] = {"to do": todo, "complete": complete}
     if not plan.todo:
         return runner.close()
     run.write_config(config, ENCODE)
