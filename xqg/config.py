@@ -372,6 +372,40 @@ class StorageConfig(Strict):
     )
 
 
+class AskConfig(Strict):
+    """Asking a finished run questions (jobs/ask.py, the Ray Serve app in xqg/ask/serve.py): limits and serving."""
+
+    index: str | None = Field(None, description="Index asked when none is named; None = the fused set when built, "
+                                                "else the baseline.")
+    top_k: int = Field(10, ge=1, description="Passages shown per question when none is asked for.")
+    max_top_k: int = Field(100, ge=1, description="The largest top_k a question may ask for.")
+    max_question_chars: int = Field(1000, ge=1, description="Longer questions are refused (400 / exit 2).")
+    max_request_bytes: int = Field(16_384, ge=256, description="Larger HTTP request bodies are refused (413).")
+    why: int = Field(3, ge=0, description="Generated queries shown per passage of an xQG index (0 = none).")
+    snippet_chars: int = Field(200, ge=0, description="Characters of the passage shown.")
+    host: str = Field("127.0.0.1", description="Where the HTTP app listens: localhost unless told otherwise.")
+    port: int = Field(8000, ge=1, le=65535)
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0, description="Serve autoscaling target per replica.")
+    replica_cpus: float = Field(1.0, ge=0, description="CPUs each replica asks Ray for (also its torch threads).")
+    max_batch_size: int = Field(16, ge=1, description="Questions encoded and searched together (serve.batch).")
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+
+    @field_validator("index")
+    @classmethod
+    def _index_is_a_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_name("ask.index", v)
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> AskConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"ask.min_replicas={self.min_replicas} exceeds ask.max_replicas={self.max_replicas}")
+        if self.top_k > self.max_top_k:
+            raise ValueError(f"ask.top_k={self.top_k} exceeds ask.max_top_k={self.max_top_k}")
+        return self
+
+
 class RayConfig(Strict):
     """Connection options; RAY_ADDRESS in the environment wins over address."""
 
@@ -401,6 +435,7 @@ class Config(Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    ask: AskConfig = Field(default_factory=AskConfig)
     settings: list[SettingConfig] = Field(
         default_factory=list, description="Further bi-encoder settings the pipeline runs after the main one."
     )
