@@ -136,4 +136,4 @@ def test_a_run_without_its_encoder_or_index_exits_2(ask_run, config_file, tmp_pa
     assert "query encoder is missing" in capsys.readouterr().err
     shutil.rmtree(root / "index")
     assert ask("--config", str(cfg), "where?")[0] == 2
-    assert "has no index" in capsys.readouterr().err
+    assert "has no complete index" in capsys.readouterr().err

@@ -65,9 +65,10 @@ def answer_all(searcher: Any, asks: list[Any], out: TextIO, as_json: bool, batch
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Parse arguments, load the run's encoder and index once, answer every question; return the exit status."""
-    from xqg.ask.searcher import Searcher, check_question
+    from xqg.ask.searcher import Searcher, check_question, complete_indexes, default_index
     from xqg.cli import check_run_dir
     from xqg.config import ConfigError, load_config
+    from xqg.rundir import RunDir
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     args = parser().parse_args(argv)
@@ -84,7 +85,9 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
             raise AskError("no question: pass one as an argument, or one per line with --file or on stdin")
         # Checked before anything loads: a bad question costs no model load.
         texts = [check_question(q, config.ask.max_question_chars) for q in questions]
-        searcher = Searcher(config, [args.index] if args.index else None)
+        # Only the index asked is loaded (the default one when none is named): the first answer comes sooner.
+        name = args.index or default_index(config, complete_indexes(RunDir(config.run_dir)))
+        searcher = Searcher(config, [name])
         asks = [searcher.check(q, config.ask.top_k, args.index, args.lang) for q in texts]
         answer_all(searcher, asks, stdout, args.json)
     except (AskError, ConfigError) as e:

@@ -96,6 +96,23 @@ def guess_language(question: str, languages: list[str]) -> str | None:
     return None
 
 
+def default_index(config: Config, names: set[str]) -> str:
+    """Of the given index names: ask.index, else the configured fused set, else the baseline, else the first."""
+    for name in (config.ask.index, fused_set(config), BASELINE):
+        if name and name in names:
+            return name
+    if not names:
+        raise AskError(f"{config.run_dir} has no complete index: run jobs/index.py first", 409)
+    return sorted(names)[0]
+
+
+def complete_indexes(run: RunDir) -> set[str]:
+    """Index names under index/ whose manifest exists (it is written last: complete)."""
+    from xqg.index.build import MANIFEST
+
+    return {n for n in run.listdir("index") if run.exists("index", n, MANIFEST)}
+
+
 def index_setting(config: Config, name: str) -> str | None:
     """The bi-encoder setting an index belongs to: a baseline's suffix, a fused set named for a setting, else main."""
     if is_baseline(name):
@@ -133,14 +150,15 @@ class Searcher:
         self.threads = threads
         self.device = device
         if not self.run.exists("index"):
-            raise AskError(f"{self.run.uri} has no index: run the pipeline (jobs/pipeline.py) first", 409)
-        self.available = self._complete_indexes()
+            raise AskError(f"{self.run.uri} has no complete index: run the pipeline (jobs/pipeline.py) first", 409)
+        self.available = complete_indexes(self.run)
         names = indexes if indexes else sorted(self.available)
         if not names:
             raise AskError(f"{self.run.uri} has no complete index: run jobs/index.py first", 409)
         self._encoders: dict[str, Any] = {}
         self._specs: dict[str | None, Any] = {}
         self._docid_rows: dict[str, dict[str, int]] = {}
+        self._shards: list[int] | None = None
         self._markers: dict[str, dict[str, dict[str, Any]]] = {}
         self.indexes: dict[str, LoadedIndex] = {}
         for name in names:
@@ -148,18 +166,9 @@ class Searcher:
         self.default_index = self._default_index()
 
     # ---- what this run holds -------------------------------------------------------------------------------
-    def _complete_indexes(self) -> set[str]:
-        """Index names under index/ whose manifest exists (it is written last: complete)."""
-        from xqg.index.build import MANIFEST
-
-        return {n for n in self.run.listdir("index") if self.run.exists("index", n, MANIFEST)}
-
     def _default_index(self) -> str:
         """ask.index, else the configured fused set when loaded, else the baseline, else the first loaded."""
-        for name in (self.limits.index, fused_set(self.config), BASELINE):
-            if name and name in self.indexes:
-                return name
-        return sorted(self.indexes)[0]
+        return default_index(self.config, set(self.indexes))
 
     def markers(self, stage: str) -> dict[str, dict[str, Any]]:
         """A stage's markers, read once per searcher (one listing per stage)."""
@@ -250,9 +259,11 @@ class Searcher:
         # The query side: questions must be encoded like the run's queries (generated sums and query sets).
         encoded = self.markers(ENCODE)
         target = queries_target(setting)
+        sums = {GENERATED + setting_suffix(setting)}  # this setting's generated-query sums (all, or first k)
         query_units = [m for u, m in encoded.items()
-                       if u.startswith(f"{target}/") or (not is_baseline(name) and u.startswith(GENERATED)
-                                                         and u.split("/", 1)[0].endswith(setting_suffix(setting)))]
+                       if u.startswith(f"{target}/") or (not is_baseline(name) and (
+                           u.split("/", 1)[0] in sums or re.fullmatch(
+                               rf"{GENERATED}-k\d+{re.escape(setting_suffix(setting))}", u.split("/", 1)[0])))]
         recorded_q = {(m.get("inputs") or {}).get("encoder") for m in query_units} - {None}
         if recorded_q and current[QUERIES] not in recorded_q:
             return ("the run's queries were encoded with another query encoder (or pooling, q_max_len) than this "
@@ -335,7 +346,9 @@ class Searcher:
 
     def _corpus_shard(self, docid: str) -> tuple[int, int] | None:
         """(corpus shard, row) of a passage, searching the shards' docid maps in order."""
-        for shard in self.run.corpus_shards():
+        if self._shards is None:
+            self._shards = self.run.corpus_shards()  # one listing of the ingest markers per searcher
+        for shard in self._shards:
             row = self._rows(corpus_dir(shard)).get(docid)
             if row is not None:
                 return shard, row
@@ -361,6 +374,7 @@ class Searcher:
         """Add `why` to each hit: the generated queries fused into it nearest to the question (dot product with
         the same query encoder), in the question's language when the passage has queries in it."""
         generated = self.markers(GENERATE)
+        found: list[tuple[dict[str, Any], list[str], list[str]]] = []
         for hit in hits:
             hit["why"] = []
             if hit.get("shard") is None:
@@ -369,12 +383,18 @@ class Searcher:
             texts, codes = self._generated(loaded, hit["docid"], hit["shard"], langs, generated)
             if not texts and len(langs) == 1:  # none in its language: show what the others added
                 texts, codes = self._generated(loaded, hit["docid"], hit["shard"], loaded.languages, generated)
-            if not texts:
-                continue
-            vecs = self.encode(texts, loaded.setting)
-            scores = vecs @ question
-            for k in np.argsort(-scores, kind="stable")[: self.limits.why]:
-                hit["why"].append({"lang": codes[k], "query": texts[k], "score": float(scores[k])})
+            if texts:
+                found.append((hit, texts, codes))
+        if not found:
+            return
+        # every hit's queries in one encoder call
+        scores = self.encode([t for _, texts, _ in found for t in texts], loaded.setting) @ question
+        start = 0
+        for hit, texts, codes in found:
+            mine = scores[start:start + len(texts)]
+            start += len(texts)
+            for k in np.argsort(-mine, kind="stable")[: self.limits.why]:
+                hit["why"].append({"lang": codes[k], "query": texts[k], "score": float(mine[k])})
 
     def _generated(self, loaded: LoadedIndex, docid: str, shard: int, langs: list[str],
                    generated: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
