@@ -95,3 +95,34 @@ def test_other_routes_and_methods(served):
     assert post(served.replace("/search", "/admin"), {"question": "where?"})[0] == 404
     status, payload = post(served, b"", method="GET")
     assert status == 405 and "POST" in payload["error"]
+
+
+def test_serve_main_refuses_an_unfinished_index_before_starting_anything(ask_run, config_file, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    from xqg.ask import serve as serve_module
+
+    root = tmp_path / "copy"
+    shutil.copytree(ask_run["root"], root)
+    (root / "index/xqg/manifest.json").unlink()  # an index rebuild that did not finish
+    cfg = yaml.safe_load(config_file.read_text())
+    cfg["run_dir"] = str(root)
+    path = tmp_path / "copy.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert serve_module.main(["--config", str(path), "--index", "xqg"]) == 2
+    assert "unknown index 'xqg'" in capsys.readouterr().err
+
+
+def test_replicas_and_batching_come_from_the_config(config_file):
+    from xqg.ask.serve import build_app, deployment_options
+    from xqg.config import load_config
+
+    config = load_config(str(config_file), ["ask.min_replicas=2", "ask.max_replicas=4", "ask.replica_cpus=2"])
+    options = deployment_options(config)
+    assert options["autoscaling_config"]["min_replicas"] == 2 and options["autoscaling_config"]["max_replicas"] == 4
+    assert options["ray_actor_options"] == {"num_cpus": 2.0}
+    assert type(build_app({"config": str(config_file), "set": "ask.max_batch_size=4;ask.why=0"})).__name__ == "Application"
+    with pytest.raises(ValueError, match="nope"):  # `serve run ... set=` overrides are validated like --set
+        build_app({"config": str(config_file), "set": "ask.nope=1"})

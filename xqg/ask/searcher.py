@@ -89,9 +89,7 @@ class LoadedIndex:
 def guess_language(question: str, languages: list[str]) -> str | None:
     """The language of a question from its script, when the script names one of `languages`; else None."""
     for code, pattern in _SCRIPTS:
-        if code in languages and re.search(pattern, question):
-            if code == "zh" and "ja" in languages and re.search(r"[\u3040-\u30FF]", question):
-                return "ja"
+        if code in languages and re.search(pattern, question):  # ja (kana) is tried before zh (Han)
             return code
     return None
 
@@ -243,7 +241,9 @@ class Searcher:
         from xqg.runner import fingerprint, marker_fingerprint
 
         recorded = manifest.get("encoder")
-        if recorded != current["passages"]:
+        if recorded is None:  # built before manifests named their encoder: the source checks below still hold
+            log.warning("index %s records no encoder: its passage encoder cannot be checked", name)
+        elif recorded != current["passages"]:
             return ("its passages were encoded with another bi-encoder (or pooling, lengths, format) than the "
                     f"run's models now give (recorded {recorded}, now {current['passages']})")
         # Each index shard's marker names the source units it was built from: all must still be what the run holds.
