@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a weights-loading bar on stderr at every call is noise here
     try:
         config = load_config(args.config, args.overrides)
         overrides = {"why": args.why, "top_k": args.top}

@@ -44,6 +44,8 @@ from xqg.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
+VECTOR_CACHE = 50_000  # generated-query vectors kept per setting for why (768 floats each: ~150 MB for mBERT)
+
 # Unicode blocks that name one language among the paper's (and common xQG) languages: a question written in one of
 # them is in that language. Latin script names none (English, Finnish, Swahili, ... look alike), so the
 # explanation then uses every language.
@@ -74,16 +76,14 @@ class Ask:
 
 @dataclass
 class LoadedIndex:
-    """One index ready to search: its shards, the query encoder of its setting, where its vectors came from."""
+    """One index ready to search: its shards, its bi-encoder setting, the generated queries fused into it."""
 
     name: str
     setting: str | None
-    encoder_key: str
     shards: list[Any]
     fused: bool
-    variant: str | None = None  # generated-query folder the fused set summed (fused indexes only)
-    languages: list[str] = field(default_factory=list)
-    num_queries: int | None = None
+    languages: list[str] = field(default_factory=list)  # the generated queries' languages a fused set summed
+    num_queries: int | None = None  # the first k of each list were summed (None: all)
 
 
 def guess_language(question: str, languages: list[str]) -> str | None:
@@ -157,6 +157,7 @@ class Searcher:
         self._specs: dict[str | None, Any] = {}
         self._docid_rows: dict[str, dict[str, int]] = {}
         self._shards: list[int] | None = None
+        self._vectors: dict[str | None, dict[str, np.ndarray]] = {}
         self._markers: dict[str, dict[str, dict[str, Any]]] = {}
         self.indexes: dict[str, LoadedIndex] = {}
         for name in names:
@@ -218,12 +219,10 @@ class Searcher:
         if stale:
             raise AskError(f"index {name!r} is stale: {stale}; rerun the pipeline (jobs/pipeline.py) to bring it up "
                            "to date", 409)
-        loaded = LoadedIndex(name=name, setting=setting, encoder_key=spec.query_model, shards=[],
-                             fused=not is_baseline(name))
+        loaded = LoadedIndex(name=name, setting=setting, shards=[], fused=not is_baseline(name))
         if loaded.fused:
             first = next(iter(sorted(u for u in self.markers(FUSE) if u.startswith(f"{name}/"))), None)
             inputs = (self.markers(FUSE)[first].get("inputs") or {}) if first else {}
-            loaded.variant = inputs.get("variant", GENERATED + setting_suffix(setting))
             loaded.languages = list(inputs.get("languages") or [])
             loaded.num_queries = inputs.get("num_queries")
         if not self.load:
@@ -309,6 +308,18 @@ class Searcher:
         feats = tokenize_queries(encoder.tokenizer, questions, spec.q_max_len, padded=False)
         return encoder.encode(feats, batch_size=64)
 
+    def encode_cached(self, texts: list[str], setting: str | None) -> np.ndarray:
+        """encode() with a bounded cache: a passage found again (a popular one, a repeated question) costs no
+        encoding of its generated queries; the oldest vectors go first once VECTOR_CACHE are held."""
+        cache = self._vectors.setdefault(setting, {})
+        todo = list(dict.fromkeys(t for t in texts if t not in cache))
+        if todo:
+            for text, vec in zip(todo, self.encode(todo, setting)):
+                cache[text] = vec
+            while len(cache) > VECTOR_CACHE:  # dicts keep insertion order: the first key is the oldest
+                del cache[next(iter(cache))]
+        return np.stack([cache[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
+
     def search(self, asks: list[Ask]) -> list[dict[str, Any]]:
         """Answers in order: {question, index, lang, top_k, hits: [{rank, docid, score, title, passage, why}]}."""
         from xqg.search.merge import merge_topk
@@ -387,8 +398,8 @@ class Searcher:
                 found.append((hit, texts, codes))
         if not found:
             return
-        # every hit's queries in one encoder call
-        scores = self.encode([t for _, texts, _ in found for t in texts], loaded.setting) @ question
+        # every hit's queries in one encoder call (those not encoded for an earlier question)
+        scores = self.encode_cached([t for _, texts, _ in found for t in texts], loaded.setting) @ question
         start = 0
         for hit, texts, codes in found:
             mine = scores[start:start + len(texts)]
