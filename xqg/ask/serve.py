@@ -156,6 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     except (AskError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    import signal
+
+    import ray
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # `kill PID` stops it like Ctrl-C: Serve and the local Ray shut down cleanly
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also where a background job was started with SIGINT ignored
     init_ray(config)
     try:
         url = start(config, args.index)
@@ -166,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         serve.shutdown()
+        ray.shutdown()
     return 0
 
 
