@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from xqg.languages import PAPER_LANGUAGES, normalise_code
 from xqg.names import check_name
@@ -18,10 +29,46 @@ class ConfigError(ValueError):
     """A config file or override that does not validate; the message names the key."""
 
 
-class Strict(BaseModel):
-    """Base for every section: unknown keys are errors, assignments are validated."""
+def _number_kind(annotation: Any) -> tuple[type | None, bool]:
+    """(int or float, whether a list of them) for a field typed int, float, X | None or list[X]; (None, False) else."""
+    if annotation in (int, float):
+        return annotation, False
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is list and args and args[0] in (int, float):
+        return args[0], True
+    if origin in (typing.Union, types.UnionType):
+        kinds = {_number_kind(a) for a in args if a is not type(None)}
+        if len(kinds) == 1:
+            return kinds.pop()
+    return None, False
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+def _refuse_cast(value: Any, kind: type) -> None:
+    """A ValueError for a value pydantic's lax mode would quietly cast: true -> 1, 2.0 -> 2, false -> 0.0."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got a boolean ({str(value).lower()})")
+    if kind is int and isinstance(value, float):
+        raise ValueError(f"expected an integer, got {value!r}")
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, assignments are validated, numbers are not cast.
+
+    An int field takes no boolean or float (`num_queries: true` is not 1, `num_shards: 2.0` is not 2), a float
+    field no boolean, and no float is infinite or NaN (allow_inf_nan: no option here means anything by them).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_cast(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        kind, is_list = _number_kind(field.annotation) if field is not None else (None, False)
+        if kind is not None:
+            for item in value if is_list and isinstance(value, list) else [value]:
+                _refuse_cast(item, kind)
+        return value
 
 
 class ScratchModel(Strict):
@@ -451,25 +498,55 @@ class Config(Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
+def _is_index(part: str) -> bool:
+    """Whether a dotted-key part is a list index (ASCII digits)."""
+    return part.isascii() and part.isdigit()
+
+
+def _default_list(parts: list[str]) -> list[Any] | None:
+    """A copy of the default list at a dotted key (languages -> the paper's seven); None where the default is not
+    a list."""
+    node: Any = Config().model_dump(mode="json")
+    for part in parts:
+        node = node.get(part) if isinstance(node, dict) else None
+    return list(node) if isinstance(node, list) else None
+
+
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set tree[a][b][c] = value for 'a.b.c'; list items by index ('queries.0.path')."""
+    """Set tree[a][b][c] = value for 'a.b.c'; list items by index ('queries.0.path'), which must exist.
+
+    A missing mapping on the way is created; an index past a list's end, or a key that is not an index under a
+    list, is a ConfigError naming the override.
+    """
     parts = dotted.split(".")
     node: Any = tree
-    for i, part in enumerate(parts[:-1]):
-        key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
-        try:
-            child = node[key]
-        except (KeyError, IndexError, TypeError):
-            child = None
+    for depth, part in enumerate(parts):
+        if isinstance(node, list):
+            if not _is_index(part):
+                raise ConfigError(
+                    f"--set {dotted}: {'.'.join(parts[:depth]) or 'the config'} is a list: "
+                    f"address its items by index, e.g. {'.'.join([*parts[:depth], '0', *parts[depth:]])}"
+                )
+            key: Any = int(part)
+            if key >= len(node):
+                raise ConfigError(
+                    f"--set {dotted}: index {key} is out of range: {'.'.join(parts[:depth])} has {len(node)} "
+                    f"item(s); to add items, set the whole list (--set '{'.'.join(parts[:depth])}=[...]')"
+                )
+        else:
+            key = part
+        if depth == len(parts) - 1:
+            node[key] = value
+            return
+        child = node.get(key) if isinstance(node, dict) else node[key]
+        if child is None and isinstance(node, dict) and key not in node:
+            child = _default_list(parts[: depth + 1])  # languages.0 edits the default list; queries.name is refused
+            if child is not None:
+                node[key] = child
         if not isinstance(child, (dict, list)):
-            child = {}
+            child = {}  # a new or scalar key becomes a mapping; validation names it if it must not be one
             node[key] = child
         node = child
-    last = parts[-1]
-    if isinstance(node, list) and last.isdigit():
-        node[int(last)] = value
-    else:
-        node[last] = value
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -489,27 +566,36 @@ def parse_override(item: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
+def _format_errors(err: ValidationError, path: str | Path | None, overridden: list[str]) -> str:
+    """One line per bad key, '<where>: key: why' (where: --set for an overridden key, else the file), no header."""
+    lines = []
     for e in err.errors():
+        if "str" in e["loc"] and isinstance(e["input"], dict):
+            continue  # a mapping for `str | ScratchModel`: the ScratchModel branch's errors say what is wrong
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "str", "ScratchModel")))
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"  {loc or '<root>'}: {msg}")
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        from_set = any(f"{k}.".startswith(f"{loc}.") or f"{loc}.".startswith(f"{k}.") for k in overridden if loc)
+        where = "--set " if from_set else f"{path}: " if path is not None else ""
+        lines.append(f"{where}{loc or '<root>'}: {msg}")
     return "\n".join(lines)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config, apply --set overrides, validate (relative paths are taken from the working directory)."""
     tree: dict[str, Any] = {}
-    source = "defaults"
     if path is not None:
-        source = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read config {path}: {e}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"config {path} is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}): save it as UTF-8"
+            ) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
@@ -519,10 +605,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping at the top level")
         tree = loaded
+    overridden = []
     for item in overrides or []:
         key, value = parse_override(item)
         _set_path(tree, key, value)
+        overridden.append(key)
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from None
+        raise ConfigError(_format_errors(e, path, overridden)) from None
