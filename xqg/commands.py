@@ -8,11 +8,12 @@ Stage code is imported inside each run function: `xqg --help` and config errors 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from xqg.cli import parse_languages, parse_shards
-from xqg.config import Config
+from xqg.config import Config, ConfigError
 from xqg.summary import StageSummary
 
 StageResult = StageSummary | list[StageSummary]
@@ -50,6 +51,24 @@ def get_command(name: str) -> Command:
     raise KeyError(f"no command {name!r}; commands are: {', '.join(COMMANDS)}")
 
 
+def _selector(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from a selector parser: a bad value is a usage error (exit 2) before Ray starts."""
+
+    def convert(value: str) -> object:
+        try:
+            return parse(value)
+        except ConfigError as e:
+            # argparse already says "argument --shards: "; the parser's own "--shards" would repeat it
+            raise argparse.ArgumentTypeError(re.sub(r"^--[a-z-]+:? ", "", str(e))) from None
+
+    convert.__name__ = parse.__name__.removeprefix("parse_")  # argparse names the type in its messages
+    return convert
+
+
+SHARDS = _selector(parse_shards)
+LANGUAGES = _selector(parse_languages)
+
+
 def _positive_int(value: str) -> int:
     """argparse type: a whole number >= 1 (anything else is a usage error, exit 2)."""
     if not value.strip().isascii() or not value.strip().isdigit() or int(value) < 1:
@@ -72,14 +91,14 @@ def _train_qg(config: Config, args: argparse.Namespace) -> StageResult:
 
 # ---- generate ----------------------------------------------------------------------------------------------
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--languages", help="comma-separated codes to generate for (default: config languages)")
-    p.add_argument("--shards", help="corpus shards to work on, e.g. 0-9,12 (default: all)")
+    p.add_argument("--languages", type=LANGUAGES, help="comma-separated codes to generate for (default: config languages)")
+    p.add_argument("--shards", type=SHARDS, help="corpus shards to work on, e.g. 0-9,12 (default: all)")
     p.add_argument("--encode", action="store_true",
                    help="also encode each unit's queries as soon as it is generated (one pipeline; both stages marked)")
 
 
 def _generate(config: Config, args: argparse.Namespace) -> StageResult:
-    languages, shards = parse_languages(args.languages), parse_shards(args.shards)
+    languages, shards = args.languages, args.shards
     if args.encode:
         from xqg.generate_encode import run_generate_encode
 
@@ -99,8 +118,8 @@ def _train_dr(config: Config, args: argparse.Namespace) -> StageResult:
 def _encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=["passages", "generated", "queries", "all"], default="all",
                    help="what to encode (default: all three with one pool of encoder actors)")
-    p.add_argument("--languages", help="generated target: only these languages, e.g. ar,fi")
-    p.add_argument("--shards", help="only these corpus shards, e.g. 0-9,12")
+    p.add_argument("--languages", type=LANGUAGES, help="generated target: only these languages, e.g. ar,fi")
+    p.add_argument("--shards", type=SHARDS, help="only these corpus shards, e.g. 0-9,12")
     p.add_argument("--num-queries", type=_positive_int,
                    help="generated target: first k queries of each list (embeddings/generated-k{k})")
 
@@ -110,7 +129,7 @@ def _encode(config: Config, args: argparse.Namespace) -> StageResult:
 
     if args.num_queries is not None:
         config.encode.num_queries = args.num_queries
-    return run_encode(config, args.target, parse_languages(args.languages), parse_shards(args.shards))
+    return run_encode(config, args.target, args.languages, args.shards)
 
 
 def _fuse(config: Config, args: argparse.Namespace) -> StageResult:
@@ -181,29 +200,30 @@ def _export(config: Config, args: argparse.Namespace) -> StageResult:
 
 
 # ---- the whole pipeline --------------------------------------------------------------------------------------
+def _stage_list(value: str) -> list[str]:
+    """argparse type of --only: 'fuse,index' -> ['fuse', 'index']; an unknown or no stage is a usage error."""
+    from xqg.layout import STAGES
+
+    stages = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        what = f"unknown stage(s) {', '.join(map(repr, unknown))}" if unknown else f"no stage in {value!r}"
+        raise argparse.ArgumentTypeError(f"{what}; stages are: {', '.join(STAGES)}")
+    return stages
+
+
 def _pipeline_arguments(p: argparse.ArgumentParser) -> None:
     from xqg.layout import STAGES
 
     p.add_argument("--from", dest="start", choices=STAGES, help="run this stage and every later one")
-    p.add_argument("--only", help=f"comma-separated stages to run, of: {','.join(STAGES)}")
+    p.add_argument("--only", type=_stage_list, help=f"comma-separated stages to run, of: {','.join(STAGES)}")
 
 
 def _pipeline(config: Config, args: argparse.Namespace) -> StageResult:
     """The per-stage summaries print as they finish; the overall one is the command's summary."""
-    from xqg.pipeline import run_pipeline, select_steps
+    from xqg.pipeline import run_pipeline
 
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    if args.only is not None and not only:
-        from xqg.config import ConfigError
-
-        raise ConfigError(f"--only names no stage: {args.only!r}")
-    try:
-        select_steps(args.start, only)  # an unknown stage is a usage error (exit 2), found before any work
-    except ValueError as e:
-        from xqg.config import ConfigError
-
-        raise ConfigError(f"--only: {e}") from None
-    return run_pipeline(config, start=args.start, only=only)[-1]
+    return run_pipeline(config, start=args.start, only=args.only)[-1]
 
 
 # One line per command, in pipeline order; a new stage adds its line here (and jobs/<name>.py for ray job submit).
