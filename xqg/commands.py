@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from xqg.cli import parse_languages, parse_shards
 from xqg.config import Config, ConfigError
+from xqg.selectors import parse_languages, parse_shards
 from xqg.summary import StageSummary
 
 StageResult = StageSummary | list[StageSummary]
