@@ -91,7 +91,8 @@ def _train_qg(config: Config, args: argparse.Namespace) -> StageResult:
 
 # ---- generate ----------------------------------------------------------------------------------------------
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--languages", type=LANGUAGES, help="comma-separated codes to generate for (default: config languages)")
+    p.add_argument("--languages", type=LANGUAGES,
+                   help="comma-separated codes to generate for (default: config languages)")
     p.add_argument("--shards", type=SHARDS, help="corpus shards to work on, e.g. 0-9,12 (default: all)")
     p.add_argument("--encode", action="store_true",
                    help="also encode each unit's queries as soon as it is generated (one pipeline; both stages marked)")
