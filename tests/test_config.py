@@ -165,3 +165,11 @@ def test_a_scratch_model_error_is_not_doubled_by_the_string_branch() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, ["train_dr.model.scratch=bert", "train_dr.model.d_model=true"])
     assert str(err.value) == "--set train_dr.model.d_model: expected an integer, got a boolean (true)"
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path: Path) -> None:
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("languages: [ar, fi\nrun_dir: x\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert str(err.value) == f"config {cfg} is not valid YAML: expected ',' or ']', but got ':' at line 2, column 8"

@@ -691,6 +691,13 @@ def _format_errors(err: ValidationError, path: str | Path | None, overridden: li
     return "\n".join(lines)
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: what and where (PyYAML's own message spans several, with excerpts)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config, apply --set overrides, validate (relative paths are taken from the working directory)."""
     tree: dict[str, Any] = {}
@@ -706,7 +713,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"config {path} is not valid YAML: {e}") from e
+            raise ConfigError(f"config {path} is not valid YAML: {_yaml_problem(e)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
