@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from xqg.selectors import parse_languages, parse_shards
-from xqg.config import ConfigError
+from xqg.config import ConfigError, load_config
 from xqg.pipeline import STAGES, select_steps
+from xqg.selectors import parse_languages, parse_shards
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,8 +82,6 @@ def test_run_dir_that_is_a_file_is_one_readable_line(tmp_path: Path) -> None:
 
 
 def test_set_value_that_is_not_yaml_is_taken_as_the_string() -> None:
-    from xqg.config import load_config
-
     config = load_config(None, ["generate.template={language} {text}", "fuse.alpha=0.5"])
     assert config.generate.template == "{language} {text}" and config.fuse.alpha == 0.5
     with pytest.raises(ConfigError, match="generate.template"):  # still validated: {text} is required
@@ -170,6 +168,16 @@ def test_the_installed_script_shows_a_stage_help() -> None:
     out = _run_xqg("generate", "--help")
     assert out.returncode == 0 and out.stdout.startswith("usage: xqg generate ")
     assert "--shards SHARDS" in out.stdout and "--languages LANGUAGES" in out.stdout
+
+
+def test_xqg_runs_a_stage_as_its_job_script_does(tmp_path: Path) -> None:
+    # ingest needs no Ray: the console script end to end, from arguments to the stage's summary and exit 0
+    run_dir = tmp_path / "run"
+    out = _run_xqg("ingest", "--config", str(REPO / "configs" / "demo.yaml"), "--set", f"run_dir={run_dir}")
+    assert out.returncode == 0, out.stderr
+    assert "ingest" in out.stdout and "rows in" in out.stdout
+    shards = load_config(REPO / "configs" / "demo.yaml").corpus.num_shards
+    assert sorted(p.name for p in (run_dir / "corpus").iterdir()) == [f"shard={i:05d}" for i in range(shards)]
 
 
 def test_xqg_bad_config_exits_2_with_one_line_per_key(tmp_path: Path) -> None:
