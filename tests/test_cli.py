@@ -13,7 +13,6 @@ import pytest
 
 from xqg.config import ConfigError, load_config
 from xqg.pipeline import STAGES, select_steps
-from xqg.selectors import parse_languages, parse_shards
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,38 +38,6 @@ def test_stage_selection() -> None:
     assert [s.stage for s in select_steps(only=["evaluate", "ingest"])] == ["ingest", "evaluate"]
     with pytest.raises(ValueError, match="unknown stage 'fusion'"):
         select_steps(only=["fusion"])
-
-
-def test_selectors() -> None:
-    assert parse_shards("0-3,7") == {0, 1, 2, 3, 7}
-    assert parse_shards(" 4 - 5 ,, 9") == {4, 5, 9}
-    assert parse_languages(" SW,id") == ["sw", "id"]
-    with pytest.raises(ConfigError, match="--shards"):
-        parse_shards("a-b")
-    with pytest.raises(ConfigError, match="unknown language code"):
-        parse_languages("sw,klingon")
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ("9-3", "--shards: the range '9-3' is reversed (write 3-9)"),
-        ("", "--shards names no shard: ''"),
-        (" , ", "--shards names no shard: ' , '"),
-        ("-3", "--shards expects shard numbers and ranges like 0-9,12, got '-3'"),
-        ("\u00b2", "--shards expects shard numbers and ranges like 0-9,12, got '\u00b2'"),  # a digit int() refuses
-    ],
-)
-def test_shard_selections_that_select_nothing_are_errors(value: str, message: str) -> None:
-    # range(9, 4) is empty: a reversed range used to run nothing and exit 0
-    with pytest.raises(ConfigError) as err:
-        parse_shards(value)
-    assert str(err.value) == message
-
-
-def test_a_language_selection_that_selects_nothing_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="--languages names no language: ' , '"):
-        parse_languages(" , ")
 
 
 def test_run_dir_that_is_a_file_is_one_readable_line(tmp_path: Path) -> None:
