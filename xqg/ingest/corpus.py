@@ -6,7 +6,8 @@ in pyarrow (threaded C++) on the hot path; a block that pyarrow refuses (a broke
 the wrong type) is redone line by line in Python so that only its bad lines are rejected.
 
 Every kept row passes clean_passages: valid UTF-8 in every column, a docid without control characters, a
-non-empty text. Inputs that cannot be a corpus at all (a compressed or binary file read as text, a TSV header
+non-empty text. Whichever path reads a block, a row is a line: a TSV header line repeated inside the file (files
+joined with cat) and a line holding two JSON values are each one reject with its reason. Inputs that cannot be a corpus at all (a compressed or binary file read as text, a TSV header
 that is not DPR's, a Parquet file without docid/text columns or with a column that is not text) are a
 ValueError naming the file, never a pass that quietly keeps nothing.
 """
