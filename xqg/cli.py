@@ -4,57 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 
 from xqg.config import Config, ConfigError, load_config
+# The pieces every command line shares live in xqg.jobargs (xqg.ask uses them without importing this module,
+# which imports the command registry); re-exported here, where the stages' code has always found them.
+from xqg.jobargs import REPO_ROOT, base_parser, check_run_dir, init_ray  # noqa: F401
 from xqg.summary import StageSummary
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def base_parser(description: str, add_help: bool = True) -> argparse.ArgumentParser:
-    """An argument parser with --config, --keep-stale and repeatable --set key=value."""
-    p = argparse.ArgumentParser(description=description, add_help=add_help)
-    p.add_argument("--config", "-c", help="YAML config file (defaults when omitted)")
-    p.add_argument(
-        "--keep-stale", action="store_true",
-        help="keep complete units whose inputs changed since they were made (they are counted, not redone)",
-    )
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key, e.g. --set generate.num_queries=3 (repeatable)",
-    )
-    return p
-
-
-def check_run_dir(run_dir: str) -> None:
-    """A local run_dir must be a folder (or not exist yet): a file there is a config error, not a traceback."""
-    if "://" not in run_dir and os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise ConfigError(f"run_dir {run_dir!r} is a file, not a folder: choose a folder for the run directory")
-
-
-def init_ray(config: Config) -> None:
-    """Connect to the cluster named by RAY_ADDRESS / ray.address, or start a local Ray."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS") or config.ray.address
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # A local Ray's workers must import xqg even when it is not installed in the environment.
-        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(num_cpus=config.ray.num_cpus, runtime_env={"env_vars": {"PYTHONPATH": path}}, log_to_driver=True)
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False  # the stages draw their own bar per unit of work
-    ctx.print_on_execution_start = False
 
 
 def run_stage(
@@ -123,6 +81,8 @@ def job_main(name: str, argv: list[str] | None = None) -> int:
     from xqg.commands import get_command
 
     command = get_command(name)
+    if command.main is not None:
+        return command.main(argv)
     return run_job(command.help, command.run, command.add_arguments, command.needs_ray, argv)
 
 
@@ -138,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for command in COMMANDS.values():
+        if command.main is not None:  # listed here; main() hands it its arguments before this parser runs
+            sub.add_parser(command.name, aliases=list(command.aliases), help=command.help, add_help=False)
+            continue
         p = sub.add_parser(
             command.name, aliases=list(command.aliases), help=command.help, description=command.help,
             parents=[base_parser(command.help, add_help=False)],
@@ -150,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The `xqg` console script: `xqg <stage> --config FILE [--set key=value ...] [selectors]`, or `xqg run`."""
+    from xqg.commands import get_command
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and not words[0].startswith("-"):
+        try:
+            own = get_command(words[0]).main
+        except KeyError:
+            own = None
+        if own is not None:  # ask, serve: their own command line
+            return own(words[1:])
     args = build_parser().parse_args(argv)
     command = args._command
     return run_stage(args, command.run, command.needs_ray)

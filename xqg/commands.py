@@ -29,6 +29,9 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     needs_ray: bool = True
     aliases: tuple[str, ...] = ()
+    # A command with a command line of its own (ask, serve: questions, no stage summary): `xqg <name> ...` and
+    # jobs/<name>.py hand it their arguments and return its exit status; `run` is then never called.
+    main: Callable[[list[str] | None], int] | None = None
 
 
 COMMANDS: dict[str, Command] = {}
@@ -227,6 +230,25 @@ def _pipeline(config: Config, args: argparse.Namespace) -> StageResult:
     return run_pipeline(config, start=args.start, only=args.only)[-1]
 
 
+def _ask_main(argv: list[str] | None) -> int:
+    """`xqg ask`: xqg/ask/cli.py (in-process: no Ray)."""
+    from xqg.ask.cli import main
+
+    return main(argv)
+
+
+def _serve_main(argv: list[str] | None) -> int:
+    """`xqg serve`: xqg/ask/serve.py (Ray Serve)."""
+    from xqg.ask.serve import main
+
+    return main(argv)
+
+
+def _own_command_line(config: Config, args: argparse.Namespace) -> StageResult:
+    """Never called: a command with its own main runs that instead of a stage."""
+    raise NotImplementedError("this command runs its own main")
+
+
 # One line per command, in pipeline order; a new stage adds its line here (and jobs/<name>.py for ray job submit).
 register(Command("ingest", "Ingest a passage corpus into hash-sharded Parquet and the query sets into Parquet.",
                  _ingest, needs_ray=False))
@@ -249,3 +271,8 @@ register(Command("export", "Write runs in XOR-TyDi's official prediction format 
                  _export, _export_arguments, needs_ray=False))
 register(Command("run", "Run the whole pipeline (ingest -> ... -> evaluate); complete units are skipped.",
                  _pipeline, _pipeline_arguments, aliases=("pipeline",)))
+# After a run: asking its indexes (docs/ask.md); each parses its own command line.
+register(Command("ask", "Ask a finished run's index questions in any language, in-process (docs/ask.md).",
+                 _own_command_line, needs_ray=False, main=_ask_main))
+register(Command("serve", "Serve a finished run's indexes over HTTP (POST /search) with Ray Serve (docs/ask.md).",
+                 _own_command_line, main=_serve_main))

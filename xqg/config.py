@@ -528,13 +528,14 @@ class AskConfig(Strict):
     why: int = Field(3, ge=0, description="Generated queries shown per passage of an xQG index (0 = none).")
     snippet_chars: int = Field(200, ge=0, description="Characters of the passage shown.")
     host: str = Field("127.0.0.1", description="Where the HTTP app listens: localhost unless told otherwise.")
-    port: int = Field(8000, ge=1, le=65535)
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(2, ge=1)
+    port: int = Field(8000, ge=1, le=65535, description="Where the HTTP app listens (its TCP port).")
+    min_replicas: int = Field(1, ge=0, description="Serve autoscaling: replicas kept when idle.")
+    max_replicas: int = Field(2, ge=1, description="Serve autoscaling: replicas at most (each loads the encoder and "
+                                                     "every served index).")
     target_ongoing_requests: float = Field(8.0, gt=0, description="Serve autoscaling target per replica.")
     replica_cpus: float = Field(1.0, ge=0, description="CPUs each replica asks Ray for (also its torch threads).")
     max_batch_size: int = Field(16, ge=1, description="Questions encoded and searched together (serve.batch).")
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits for more questions.")
 
     @field_validator("index")
     @classmethod

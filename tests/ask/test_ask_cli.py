@@ -137,3 +137,16 @@ def test_a_run_without_its_encoder_or_index_exits_2(ask_run, config_file, tmp_pa
     shutil.rmtree(root / "index")
     assert ask("--config", str(cfg), "where?")[0] == 2
     assert "has no complete index" in capsys.readouterr().err
+
+
+def test_xqg_ask_and_jobs_ask_are_the_same_command(ask_run, config_file, capsys):
+    from xqg.cli import job_main
+    from xqg.cli import main as xqg_main
+
+    q = ask_run["questions"][1]
+    argv = ["--config", str(config_file), "--json", "--top", "3", q["question"]]
+    assert xqg_main(["ask", *argv]) == 0
+    via_xqg = json.loads(capsys.readouterr().out)
+    assert job_main("ask", argv) == 0  # what jobs/ask.py runs
+    assert json.loads(capsys.readouterr().out) == via_xqg and via_xqg["question"] == q["question"]
+    assert xqg_main(["ask", "--config", str(config_file), ""]) == 2

@@ -18,7 +18,7 @@ from xqg.ask.searcher import AskError
 
 def parser() -> argparse.ArgumentParser:
     """The ask command's arguments (the shared --config / --set, plus its own)."""
-    from xqg.cli import base_parser
+    from xqg.jobargs import base_parser
 
     p = base_parser("Ask a finished run's index questions (one per argument, or one per line of --file / stdin).")
     p.add_argument("question", nargs="*", help="question(s); none: read --file, else stdin, one per line")
@@ -66,7 +66,7 @@ def answer_all(searcher: Any, asks: list[Any], out: TextIO, as_json: bool, batch
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Parse arguments, load the run's encoder and index once, answer every question; return the exit status."""
     from xqg.ask.searcher import Searcher, check_question, complete_indexes, default_index
-    from xqg.cli import check_run_dir
+    from xqg.jobargs import check_run_dir
     from xqg.config import ConfigError, load_config
     from xqg.rundir import RunDir
 

@@ -8,7 +8,7 @@ index is a name checked against the indexes the replica serves); the body size, 
 bounded. Bad requests get 400 (malformed, empty or over-long question, top_k out of range), 404 (unknown index or
 path), 405 (not POST), 413 (body too large); a run whose index or encoder is missing or stale fails at start.
 
-Start it with `python -m xqg.ask.serve --config FILE` (main below; `xqg serve` later), or with Serve's own CLI:
+Start it with `xqg serve --config FILE` (main below; also `python jobs/serve.py`), or with Serve's own CLI:
 `serve run xqg.ask.serve:build_app config=configs/demo.yaml`.
 """
 
@@ -136,7 +136,7 @@ def start(config: Config, indexes: list[str] | None = None, name: str = "xqg-ask
 def main(argv: list[str] | None = None) -> int:
     """Check the run, start the app on the configured Ray (local when none), serve until interrupted."""
     from xqg.ask.searcher import Searcher
-    from xqg.cli import base_parser, check_run_dir, init_ray
+    from xqg.jobargs import base_parser, check_run_dir, init_ray
     from xqg.config import ConfigError, load_config
 
     p = base_parser("Serve a finished run's indexes over HTTP (POST /search) with Ray Serve.")
