@@ -453,11 +453,16 @@ class StageRunner:
         num_cpus: float = 1,
         desc: str | None = None,
         on_result: Callable[[Unit, dict[str, Any]], None] | None = None,
+        option: str = "the stage's shard size",
     ) -> None:
         """Do units as Ray tasks on workers (work(unit.payload, **common), memory(unit) bytes each); mark each as
-        it arrives. on_result may take keys out of a result that are for the summary, not the marker."""
+        it arrives. on_result may take keys out of a result that are for the summary, not the marker. option: the
+        setting that sizes the memory requests (named when no node type can hold one)."""
+        from xqg.capacity import check_fits
         from xqg.tasks import run_tasks
 
+        if units:  # before anything is deleted: a request no node type can meet is a config error
+            check_fits(max(memory(u) for u in units), gpus=num_gpus, option=option, what=desc or self.summary.stage)
         self.prepare_all(units)
         self._dispatched = True
         by_name = {u.name: u for u in units}
@@ -472,7 +477,7 @@ class StageRunner:
             self.finish(unit, **result)
 
         run_tasks([(u.name, u.payload, memory(u)) for u in units], work, common, on_result=handle,
-                  desc=desc or self.summary.stage, num_cpus=num_cpus, num_gpus=num_gpus)
+                  desc=desc or self.summary.stage, num_cpus=num_cpus, num_gpus=num_gpus, option=option)
 
     def close(self, message: str = "") -> StageSummary:
         """The stage's summary: timings, failures (which make the exit status non-zero) and a message."""

@@ -47,7 +47,12 @@ def search_shards(
     from xqg.search.searcher import search_shard
     from xqg.units import resolve_use_gpu
 
+    from xqg.capacity import check_fits
+
     gpus = resolve_use_gpu(use_gpu, "search")  # true: the tasks wait for GPU nodes
+    if memory:
+        check_fits(max(memory), gpus=1 if gpus else 0, option="index.shard_size (of the index searched)",
+                   what=f"search {folder}")
     # Retried as often as Ray allows when a worker or node dies (a preempted spot node is not an error); an
     # exception raised by the search itself is not retried.
     remote = ray.remote(search_shard)
