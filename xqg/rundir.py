@@ -424,6 +424,15 @@ class RunDir:
         self.remove(MARKERS, f"{stage}.cache.json")
 
     # ---- rejects ------------------------------------------------------------------
+    @staticmethod
+    def reject_table(unit: str, rows: list[dict[str, Any]]) -> pa.Table:
+        """Rejected rows (key, reason, raw) as a table of REJECT_SCHEMA (raw cut to 10,000 characters)."""
+        return pa.Table.from_pylist(
+            [{"unit": unit, "key": str(r.get("key", "")), "reason": str(r["reason"]), "raw": str(r.get("raw", ""))[:10_000]}
+             for r in rows],
+            schema=REJECT_SCHEMA,
+        )
+
     def write_rejects(self, stage: str, unit: str, rows: Iterable[dict[str, Any]]) -> int:
         """Write a unit's rejected rows (unit, key, reason, raw) to rejects/<stage>/<unit>.parquet; return the count."""
         rows = list(rows)
@@ -431,15 +440,12 @@ class RunDir:
         self.remove(rel)
         if not rows:
             return 0
-        table = pa.Table.from_pylist(
-            [
-                {"unit": unit, "key": str(r.get("key", "")), "reason": str(r["reason"]), "raw": str(r.get("raw", ""))[:10_000]}
-                for r in rows
-            ],
-            schema=REJECT_SCHEMA,
-        )
-        self.write_table(rel, table)
+        self.write_table(rel, self.reject_table(unit, rows))
         return len(rows)
+
+    def reject_writer(self, stage: str, unit: str, rows_per_group: int = 65_536) -> RejectWriter:
+        """A streaming writer of a unit's rejects to rejects/<stage>/<unit>.parquet (replacing it)."""
+        return RejectWriter(self, posixpath.join("rejects", stage, f"{unit}.parquet"), unit, rows_per_group)
 
     def read_rejects(self, stage: str) -> pa.Table:
         """Every reject of a stage (an empty table when there is none)."""
@@ -470,3 +476,53 @@ class RunDir:
         """Each corpus shard as a table, in shard order."""
         for shard in self.corpus_shards():
             yield self.read_dir(posixpath.join("corpus", shard_name(shard)), columns=columns)
+
+
+class RejectWriter:
+    """Rejected rows streamed to one Parquet file as they come, a row group at a time: memory holds one group, the
+    reasons' counts and the first `sample` rows (for messages), never every reject. The file exists only once a
+    reject was written (no rejects: no file, as write_rejects)."""
+
+    def __init__(self, run: RunDir, rel: str, unit: str, rows_per_group: int = 65_536, sample: int = 100) -> None:
+        import collections
+
+        self.run, self.rel, self.unit, self.rows_per_group, self.sample_size = run, rel, unit, rows_per_group, sample
+        self.count = 0
+        self.reasons: collections.Counter[str] = collections.Counter()
+        self.sample: list[dict[str, Any]] = []
+        self._buffer: list[dict[str, Any]] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._stream: Any = None
+        run.remove(rel)
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Take rejected rows (key, reason, raw); written once a row group is full."""
+        for r in rows:
+            self.count += 1
+            self.reasons[str(r["reason"])] += 1
+            if len(self.sample) < self.sample_size:
+                self.sample.append(r)
+            self._buffer.append(r)
+        if len(self._buffer) >= self.rows_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        if self._writer is None:
+            path = self.run.path(self.rel)
+            if not self.run.is_object_store:
+                self.run.fs.create_dir(posixpath.dirname(path), recursive=True)
+            self._stream = self.run.fs.open_output_stream(path)
+            self._writer = pq.ParquetWriter(self._stream, REJECT_SCHEMA, compression="zstd")
+        self._writer.write_table(RunDir.reject_table(self.unit, self._buffer))
+        self._buffer = []
+
+    def close(self) -> int:
+        """Write what is buffered and close the file; return how many rejects were written."""
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._stream.close()
+            self._writer = self._stream = None
+        return self.count
