@@ -16,7 +16,7 @@ STATE=${XQG_SETUP_STATE:-/tmp/xqg-setup}
 # XQG_VLLM=1: nodes for configs/qwen_vllm.yaml (generate.backend: vllm). vLLM pins its own torch, so these nodes
 # get vLLM's torch instead of the pinned one (docs/cluster.md, "Installs": the combination checked to resolve).
 XQG_VLLM=${XQG_VLLM:-0}
-VLLM=${VLLM:-vllm==0.34.0}
+VLLM=${VLLM:-vllm==0.33.0}
 if [ "$XQG_VLLM" = 1 ]; then TORCH_VERSION=${VLLM_TORCH_VERSION:-2.14.0}; fi
 
 pip() { "$PYTHON" -m pip "$@"; }
