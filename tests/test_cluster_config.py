@@ -174,7 +174,8 @@ def test_dashboard_only_on_the_heads_loopback(cluster):
     head = " ".join(cluster["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head
     assert "0.0.0.0" not in (REPO / "cluster.yaml").read_text(), "nothing bound to every interface"
-    assert "<head-ip>:8265" not in (REPO / "README.md").read_text(), "the README must not send users to a public port"
+    for doc in ("README.md", "docs/cluster.md"):
+        assert "<head-ip>:8265" not in (REPO / doc).read_text(), f"{doc} must not send users to a public port"
 
 
 def test_gpu_nodes_fail_their_setup_when_the_gpu_stack_does_not_work(cluster):
