@@ -146,9 +146,9 @@ class StageRunner:
         self._lease: LeaseHandle | None = None
         self._lease_release: weakref.finalize | None = None
         self._planned: list[Unit] = []
-        # What prepare() knows exists, from one listing per prefix (run-relative folder -> files under it), so
-        # preparing a unit that left nothing behind costs no request at all.
-        self._listed: dict[str, set[str]] = {}
+        # What prepare() knows exists on an object store, from one listing per prefix (prefix -> {path or folder:
+        # the files at or under it}), so preparing a unit that left nothing behind costs no request at all.
+        self._listed: dict[str, dict[str, set[str]]] = {}
         self._prepared: set[str] = set()  # prepared once already: a second prepare asks the store again
         self._gone: set[str] = set()  # listed files deleted since
         self._prefixes: tuple[list[Unit], list[str]] | None = None  # (for which plan, the prefixes to list)
@@ -258,9 +258,17 @@ class StageRunner:
         marked while its output is half deleted."""
         self._own()  # LeaseLostError rather than delete what the job that took the lease over is writing
         markers = self.markers()
+        if not self.run.is_object_store:  # a local disk answers in microseconds: remove each unit's paths as ever
+            for unit in units:
+                self.run.unmark(self.stage, unit.name)
+                markers.pop(unit.name, None)
+                self.run.remove("rejects", self.stage, f"{unit.name}.parquet")
+                for rel in self.outputs(unit.name) if self.outputs else ():
+                    self.run.remove(rel)
+            return
         marker_files: list[str] = []
         other_files: list[str] = []
-        folders: list[str] = []  # outside every listed prefix, local, or prepared before: removed one by one
+        folders: list[str] = []  # outside every listed prefix, or prepared before: removed one by one
         for unit in units:
             again = unit.name in self._prepared
             self._prepared.add(unit.name)
@@ -270,9 +278,9 @@ class StageRunner:
                     *(self.outputs(unit.name) if self.outputs else ())]
             for rel in rels:
                 found = None if again else self._existing(rel)
-                if found is None or (found and not self.run.is_object_store):
-                    folders.append(rel)  # a local folder goes whole (no empty folders left behind); cheap there
-                elif found:
+                if found is None:
+                    folders.append(rel)
+                else:
                     other_files.extend(found)
         # Whole folders may be emptied in one batch only before any unit of this runner ran: after that a folder
         # the listing saw holding only these units' files may hold another unit's fresh output too.
