@@ -6,7 +6,7 @@ it serves by kind (LIST, HEAD, GET, PUT, POST, DELETE, COPY); the driver side is
 directory s3://bench/run, exactly as the generate stage drives it (outputs generated/<unit>, a lease). No model,
 no Ray: what is measured is the bookkeeping alone. Steps (each timed and counted on its own):
 
-  setup     the ingest markers of every shard (not measured)
+  setup     the ingest markers of every shard and their bulk cache, as the ingest stage leaves them (not measured)
   plan      a fresh generate stage: plan every unit (reads the ingest markers as upstream, lists its own)
   prepare   prepare every unit to do (nothing there yet)
   mark      mark every unit as it would finish (one at a time, in one thread: the latency per mark is what
@@ -94,6 +94,7 @@ def measure(n: int) -> dict[str, Any]:
         with ThreadPoolExecutor(32) as pool:  # setup: the ingest markers
             list(pool.map(lambda s: run.mark_done(INGEST, corpus_unit(s), rows_in=10, rows_out=10, rejected=0),
                           range(result["shards"])))
+        run.markers(INGEST)  # the bulk cache the ingest stage's close() leaves (planning reads upstream markers)
 
         def step(name: str, fn: Any) -> Any:
             control(endpoint, "reset")

@@ -207,9 +207,16 @@ class RunDir:
         if listing and self.is_object_store:
             gone = set(todo)
             whole: set[str] = set()
+            goes: dict[str, bool] = {}  # folder -> every file under it goes (each folder checked once)
+
+            def all_go(node: str) -> bool:
+                if node not in goes:
+                    goes[node] = node in listing and listing[node] <= gone
+                return goes[node]
+
             for rel in todo:  # the highest folder above each file whose every file goes
                 node, top = posixpath.dirname(rel), None
-                while node and node not in (".", "/") and node in listing and listing[node] <= gone:
+                while node and node not in (".", "/") and all_go(node):
                     top, node = node, posixpath.dirname(node)
                 if top is not None:
                     whole.add(top)
