@@ -45,10 +45,11 @@ def search_shards(
     """
     import ray
 
-    from xqg.search.searcher import search_shard
-    from xqg.units import resolve_use_gpu
-
     from xqg.capacity import check_fits
+    from xqg.search.merge import RunningTopK
+    from xqg.search.searcher import search_shard
+    from xqg.tasks import WaitLog
+    from xqg.units import resolve_use_gpu
 
     gpus = resolve_use_gpu(use_gpu, "search")  # true: the tasks wait for GPU nodes
     if memory:
@@ -64,9 +65,6 @@ def search_shards(
             run_uri, folder, shard, nprobe, ef_search, gpus, q_ref, depth, batch_size)
         for i, shard in enumerate(shards)
     ]
-    from xqg.search.merge import RunningTopK
-    from xqg.tasks import WaitLog
-
     top = RunningTopK(depth)
     waiting = WaitLog(f"search {folder}", num_gpus=options["num_gpus"], memory=max(memory) if memory else 0)
     pending = list(refs)
@@ -119,6 +117,13 @@ def run_search(config: Config, index_name_: str, query_set: str | None = None) -
     plan = runner.plan([unit])
     if not plan.todo:
         return runner.close(f"{run_file(rname)} is complete and up to date")
+    from xqg.capacity import check_fits
+    from xqg.units import resolve_use_gpu
+
+    # before the old run file is removed: a shard no node type can hold is a config error, not a wait for ever
+    check_fits(max((searcher_memory(manifest["params"], manifest["dim"], int(sh["rows"])) for sh in manifest["shards"]),
+                   default=0), gpus=1 if resolve_use_gpu(config.search.use_gpu, "search") else 0,
+               option="index.shard_size (of the index searched)", what=f"search {rname}")
     run.write_config(config, SEARCH)
 
     def search(unit: Unit) -> dict[str, Any]:
