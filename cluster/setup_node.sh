@@ -3,8 +3,8 @@
 # Idempotent and fast where the stack is there: a run whose inputs (this script, pyproject.toml, the versions
 # below) match the stamp of an earlier complete run only checks the imports (seconds), so a replacement spot node
 # started from the cluster/Dockerfile image (the recommended path, where the stamp was made at build time)
-# installs nothing. Otherwise each step skips what is installed. In particular it never installs faiss-cpu: faiss-cpu and faiss-gpu both install the
-# `faiss` package, and faiss-cpu over faiss-gpu (what `pip install -e .` does) breaks `import faiss`.
+# installs nothing. Otherwise each step skips what is installed. In particular it never installs faiss-cpu:
+# faiss-cpu and faiss-gpu both install the `faiss` package, and faiss-cpu over faiss-gpu breaks `import faiss`.
 set -euo pipefail
 
 XQG_DIR=${XQG_DIR:-/home/ray/xqg}
