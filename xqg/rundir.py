@@ -510,8 +510,8 @@ class RejectWriter:
             if len(self.sample) < self.sample_size:
                 self.sample.append(r)
             self._buffer.append(r)
-        if len(self._buffer) >= self.rows_per_group:
-            self._flush()
+            if len(self._buffer) >= self.rows_per_group:  # inside the loop: a huge block is not held whole either
+                self._flush()
 
     def _flush(self) -> None:
         if not self._buffer:
