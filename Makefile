@@ -3,10 +3,11 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch goes in first and is pinned, so nothing pulls the multi-GB CUDA build.
-# On a GPU machine: make install TORCH=torch (a CUDA build), then swap faiss-cpu for faiss-gpu-cu12
-# (.venv/bin/pip uninstall -y faiss-cpu && .venv/bin/pip install faiss-gpu-cu12), as cluster.yaml does.
+# FAISS is an extra, one of cpu or gpu (both own the `faiss` package). On a GPU machine:
+# make install TORCH_INDEX=https://download.pytorch.org/whl/cu128 EXTRAS=gpu,test  (the same torch, CUDA 12.8 build)
 TORCH ?= torch==2.13.0
-EXTRAS ?= test
+TORCH_INDEX ?=
+EXTRAS ?= cpu,test
 
 .PHONY: install demo test test-fast clean-demo
 install: $(VENV)/.installed
@@ -14,10 +15,11 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	echo "$(TORCH)" > $(VENV)/constraints.txt
 	$(BIN)/python -m pip install --constraint $(VENV)/constraints.txt -e ".[$(EXTRAS)]"
 	$(BIN)/python -c "import torch, ray, transformers, ctranslate2, faiss; print('torch', torch.__version__, '| ray', ray.__version__, '| transformers', transformers.__version__)"
+	$(BIN)/python -m xqg.installcheck
 	touch $@
 
 demo: install

@@ -158,3 +158,105 @@ def test_setup_repairs_a_node_where_faiss_cpu_was_installed(tmp_path):
     result = run_setup(tmp_path)
     assert result.returncode == 0, result.stderr
     assert not (site / "faiss-cpu").exists() and (site / "_faiss_module").read_text() == "faiss-gpu-cu12"
+
+
+# ---- issue 22: cluster.yaml as written, node self-check, installs ------------------------------------------------
+DLAMI_SSM = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+
+
+def test_every_node_type_boots_the_cuda12_deep_learning_ami(cluster):
+    # Without an ImageId Ray boots its default AMI (a CUDA 11 driver) under the cu128 torch containers.
+    for name, t in cluster["available_node_types"].items():
+        assert t["node_config"].get("ImageId") == DLAMI_SSM, name
+
+
+def test_dashboard_only_on_the_heads_loopback(cluster):
+    head = " ".join(cluster["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head
+    assert "0.0.0.0" not in (REPO / "cluster.yaml").read_text(), "nothing bound to every interface"
+    for doc in ("README.md", "docs/cluster.md"):
+        assert "<head-ip>:8265" not in (REPO / doc).read_text(), f"{doc} must not send users to a public port"
+
+
+def test_gpu_nodes_fail_their_setup_when_the_gpu_stack_does_not_work(cluster):
+    gpu = cluster["available_node_types"]["gpu_worker"]
+    assert gpu["worker_setup_commands"] == ["python -m xqg.installcheck --gpu"]
+    from xqg import installcheck
+
+    # on this machine (no GPU, faiss-cpu) every GPU check fails, each by name, and the exit status says so
+    problems = installcheck.run_checks(gpu=True)
+    assert [p.split(":")[0] for p in problems] == ["torch GPU", "CTranslate2 GPU", "FAISS GPU"]
+    assert installcheck.main(["--gpu"]) == 1
+    assert installcheck.main([]) == 0, "exactly one FAISS package here"
+
+
+def test_two_faiss_packages_are_an_install_error(monkeypatch):
+    from xqg import installcheck
+
+    monkeypatch.setattr(installcheck, "faiss_distributions", lambda: ["faiss-cpu", "faiss-gpu-cu12"])
+    assert "2 FAISS distributions" in installcheck.check_faiss_packages()
+    assert installcheck.main([]) == 1
+
+
+def test_ray_train_waits_for_gpu_nodes_to_boot(cluster, monkeypatch):
+    from ray.train.v2._internal import constants
+
+    from xqg.train.driver import WORKER_GROUP_START_TIMEOUT_ENV, worker_group_start_timeout_s
+
+    # the variable Ray 2.60 reads, and the driver's value reaches Ray Train's controller
+    assert WORKER_GROUP_START_TIMEOUT_ENV == constants.WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
+    assert WORKER_GROUP_START_TIMEOUT_ENV in constants.ENV_VARS_TO_PROPAGATE
+    monkeypatch.delenv(WORKER_GROUP_START_TIMEOUT_ENV, raising=False)
+    assert worker_group_start_timeout_s() >= 900 > constants.DEFAULT_WORKER_GROUP_START_TIMEOUT_S
+    monkeypatch.setenv(WORKER_GROUP_START_TIMEOUT_ENV, "120")
+    assert worker_group_start_timeout_s() == 120, "the environment wins"
+    for cmd in cluster["head_start_ray_commands"][1:] + cluster["worker_start_ray_commands"][1:]:
+        assert f"{WORKER_GROUP_START_TIMEOUT_ENV}=1800 ray start" in cmd
+
+
+def test_a_memory_request_no_node_type_holds_is_a_config_error_naming_the_option(cluster, monkeypatch):
+    from xqg.capacity import CONFIG_ENV, check_fits
+
+    monkeypatch.setenv(CONFIG_ENV, str(REPO / "cluster.yaml"))
+    gib = 1 << 30
+    check_fits(80 * gib, gpus=0, option="index.shard_size", what="index xqg")  # r6i.4xlarge: 128 GiB x 0.7
+    check_fits(20 * gib, gpus=1, option="index.shard_size", what="index xqg")  # g5.2xlarge: 32 GiB x 0.7
+    with pytest.raises(ValueError, match=r"index\.shard_size.*|largest: cpu_worker \(r6i\.4xlarge\)") as e:
+        check_fits(100 * gib, gpus=0, option="index.shard_size", what="index xqg")
+    assert "index.shard_size" in str(e.value) and "cpu_worker (r6i.4xlarge), 89.6 GiB" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        check_fits(30 * gib, gpus=1, option="index.shard_size", what="index xqg")
+    assert "gpu_worker (g5.2xlarge), 22.4 GiB" in str(e.value)
+    monkeypatch.setenv(CONFIG_ENV, str(REPO / "no-such-file.yaml"))
+    check_fits(10_000 * gib, gpus=0, option="x", what="y")  # node types unknown (no autoscaler): never refused
+
+
+def test_a_waiting_stage_says_what_it_waits_for(caplog):
+    from xqg.tasks import WaitLog
+
+    w = WaitLog("index xqg", num_gpus=1, memory=3 << 30, every_s=60)
+    assert 0 < w.timeout() <= 60
+    line = w.say(5, 8)
+    assert "5 of 8 unit(s)" in line and "3.0 GiB memory + 1 GPU" in line and line in caplog.text
+
+
+def test_setup_on_a_set_up_node_installs_nothing(tmp_path):
+    assert run_setup(tmp_path).returncode == 0
+    done = installs(tmp_path)
+    again = run_setup(tmp_path)
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stdout + again.stderr
+    assert installs(tmp_path) == done
+
+
+def test_installs_leave_one_faiss_and_the_tested_ray():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("faiss")], "FAISS is an extra: cpu or gpu"
+    extras = project["optional-dependencies"]
+    assert [d.split(">")[0] for d in extras["cpu"]] == ["faiss-cpu"]
+    assert [d.split(">")[0] for d in extras["gpu"]] == ["faiss-gpu-cu12"]
+    assert "EXTRAS ?= cpu,test" in (REPO / "Makefile").read_text()
+    ray = next(d for d in project["dependencies"] if d.startswith("ray["))
+    # 2.51: the first Ray whose Train V2 (checkpoint snapshot, start timeout) is on by default
+    assert ">=2.51," in ray

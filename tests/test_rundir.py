@@ -63,3 +63,21 @@ def test_local_copy_follows_a_republished_folder(tmp_path: Path) -> None:
     run.publish_dir(str(src), "models/dr")
     second = Path(run.local_dir("models/dr", cache_root=str(tmp_path / "cache")))
     assert (first / "w.bin").read_bytes() == b"old" and (second / "w.bin").read_bytes() == b"retrained"
+
+
+def test_rejects_stream_to_parquet_a_row_group_at_a_time(run: RunDir) -> None:
+    import pyarrow.parquet as pq
+
+    writer = run.reject_writer("streamed", "corpus", rows_per_group=100)
+    for i in range(25):  # 250 rejects in blocks of 10, two reasons
+        writer.add([{"key": f"k{i}-{j}", "reason": "empty text" if j % 2 else "no docid", "raw": "x" * 50}
+                    for j in range(10)])
+        assert len(writer._buffer) < 100, "the driver holds at most one row group of rejects"
+    assert writer.close() == 250 and writer.close() == 250  # idempotent
+    assert writer.reasons == {"empty text": 125, "no docid": 125} and len(writer.sample) == 100
+    table = run.read_rejects("streamed")
+    assert table.num_rows == 250 and table["key"].to_pylist()[:2] == ["k0-0", "k0-1"]
+    with run.fs.open_input_file(run.path("rejects/streamed/corpus.parquet")) as f:
+        assert pq.ParquetFile(f).metadata.num_row_groups == 3
+    empty = run.reject_writer("streamed", "none")
+    assert empty.close() == 0 and not run.exists("rejects/streamed/none.parquet"), "no rejects: no file"

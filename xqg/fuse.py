@@ -176,6 +176,7 @@ def run_fuse(config: Config) -> StageSummary:
             {"run_uri": run.worker_uri, "variant": variant, "languages": languages, "alpha": config.fuse.alpha,
              "reduce": config.fuse.reduce, "storage": config.storage.dtype},
             memory=lambda u: fuse_memory(int(u.expected or 0), dim), desc=f"fuse {name}", on_result=counted,
+            option="corpus.num_shards (more shards: fewer passages, less memory per fuse task)",
         )
     runner.summary.extra.update({
         "alpha": config.fuse.alpha, "reduce": config.fuse.reduce, "languages": ",".join(languages),

@@ -25,16 +25,18 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from xqg.lease import LeaseHandle, LeaseLostError, hold
-from xqg.rundir import RunDir
+from xqg.rundir import MARKERS, RunDir
 from xqg.summary import StageSummary
 
 if TYPE_CHECKING:
@@ -143,6 +145,14 @@ class StageRunner:
         self.lease_wait_s = lease_wait_s
         self._lease: LeaseHandle | None = None
         self._lease_release: weakref.finalize | None = None
+        self._planned: list[Unit] = []
+        # What prepare() knows exists on an object store, from one listing per prefix (prefix -> {path or folder:
+        # the files at or under it}), so preparing a unit that left nothing behind costs no request at all.
+        self._listed: dict[str, dict[str, set[str]]] = {}
+        self._prepared: set[str] = set()  # prepared once already: a second prepare asks the store again
+        self._gone: set[str] = set()  # listed files deleted since
+        self._prefixes: tuple[list[Unit], list[str]] | None = None  # (for which plan, the prefixes to list)
+        self._dispatched = False  # True once a unit of this runner may have run (see prepare_all)
 
     # ---- the stage's lease -------------------------------------------------------------------------------
     def __enter__(self) -> StageRunner:
@@ -207,6 +217,7 @@ class StageRunner:
         if len(set(names)) != len(names):
             raise RuntimeError(f"{self.stage}: duplicate unit names in the plan")
         markers = self.markers()
+        self._planned = list(units)
         todo, done, stale, kept = [], [], [], []
         for unit in units:
             marker = markers.get(unit.name)
@@ -239,12 +250,100 @@ class StageRunner:
     # ---- running -----------------------------------------------------------------------------------------
     def prepare(self, unit: Unit) -> None:
         """Before a unit is (re)done: drop its marker, its rejects and any output of an earlier try."""
+        self.prepare_all([unit])
+
+    def prepare_all(self, units: list[Unit], threads: int = 32) -> None:
+        """prepare() for many units at once: what exists is known from one listing per prefix (markers, rejects,
+        each output folder), and only what exists is deleted, in parallel; markers go first, so no unit is ever
+        marked while its output is half deleted."""
         self._own()  # LeaseLostError rather than delete what the job that took the lease over is writing
-        self.run.unmark(self.stage, unit.name)
-        self.markers().pop(unit.name, None)
-        self.run.remove("rejects", self.stage, f"{unit.name}.parquet")
-        for rel in self.outputs(unit.name) if self.outputs else ():
-            self.run.remove(rel)
+        markers = self.markers()
+        if not self.run.is_object_store:  # a local disk answers in microseconds: remove each unit's paths as ever
+            for unit in units:
+                self.run.unmark(self.stage, unit.name)
+                markers.pop(unit.name, None)
+                self.run.remove("rejects", self.stage, f"{unit.name}.parquet")
+                for rel in self.outputs(unit.name) if self.outputs else ():
+                    self.run.remove(rel)
+            return
+        marker_files: list[str] = []
+        other_files: list[str] = []
+        folders: list[str] = []  # outside every listed prefix, or prepared before: removed one by one
+        for unit in units:
+            again = unit.name in self._prepared
+            self._prepared.add(unit.name)
+            if unit.name in markers or again:
+                marker_files.append(self.run.marker_path(self.stage, unit.name))
+            rels = [posixpath.join("rejects", self.stage, f"{unit.name}.parquet"),
+                    *(self.outputs(unit.name) if self.outputs else ())]
+            for rel in rels:
+                found = None if again else self._existing(rel)
+                if found is None:
+                    folders.append(rel)
+                else:
+                    other_files.extend(found)
+        # Whole folders may be emptied in one batch only before any unit of this runner ran: after that a folder
+        # the listing saw holding only these units' files may hold another unit's fresh output too.
+        batch = not self._dispatched
+        self.run.delete_files(marker_files, self._marker_index(markers) if batch else None, threads)
+        for unit in units:
+            markers.pop(unit.name, None)
+        merged: dict[str, set[str]] = {}
+        for index in self._listed.values() if batch else ():
+            merged.update(index)
+        self.run.delete_files(other_files, merged or None, threads)
+        if folders:
+            with ThreadPoolExecutor(max_workers=min(threads, len(folders))) as pool:
+                list(pool.map(self.run.remove, folders))
+
+    def _marker_index(self, markers: dict[str, Any]) -> dict[str, set[str]]:
+        """Marker folders -> the marker files under them, from the bulk listing (plan's markers)."""
+        top = posixpath.join(MARKERS, self.stage)
+        index: dict[str, set[str]] = {}
+        for unit in markers:
+            f = self.run.marker_path(self.stage, unit)
+            node = posixpath.dirname(f)
+            while node and node != top and node.startswith(top + "/"):
+                index.setdefault(node, set()).add(f)
+                node = posixpath.dirname(node)
+        return index
+
+    def _listing_for(self, rel: str) -> dict[str, set[str]] | None:
+        """The listing (path or folder -> files at or under it) of the prefix that holds rel: this stage's rejects
+        and the planned units' outputs (their common folder per top folder) are each listed once, when first
+        needed; None when rel lies outside them."""
+        if self._prefixes is None or self._prefixes[0] is not self._planned:
+            prefixes = {posixpath.join("rejects", self.stage)}
+            by_top: dict[str, list[str]] = {}
+            for u in self._planned:
+                for out in self.outputs(u.name) if self.outputs else ():
+                    by_top.setdefault(out.strip("/").split("/", 1)[0], []).append(out.strip("/"))
+            for top, outs in by_top.items():
+                prefixes.add(posixpath.commonpath(outs) if len(outs) > 1 else (posixpath.dirname(outs[0]) or top))
+            self._prefixes = (self._planned, sorted(prefixes, key=len, reverse=True))
+        for prefix in self._prefixes[1]:
+            if not (rel == prefix or rel.startswith(prefix.rstrip("/") + "/")):
+                continue
+            if prefix not in self._listed:
+                index: dict[str, set[str]] = {}
+                for f in self.run.list_files(prefix):
+                    node = f
+                    while node and node not in (".", "/"):
+                        index.setdefault(node, set()).add(f)
+                        node = posixpath.dirname(node)
+                self._listed[prefix] = index
+            return self._listed[prefix]
+        return None
+
+    def _existing(self, rel: str) -> list[str] | None:
+        """Files at or under rel as the bulk listing saw them (each handed out once: it is about to be deleted);
+        None when no listing covers rel."""
+        index = self._listing_for(rel.strip("/"))
+        if index is None:
+            return None
+        found = sorted(index.get(rel.strip("/"), set()) - self._gone)
+        self._gone.update(found)
+        return found
 
     def finish(
         self, unit: Unit, *, rows_in: int, rows_out: int, rejected: int, written: int | None = None,
@@ -254,6 +353,7 @@ class StageRunner:
 
         count=False marks without adding to the summary (parts of a unit that is counted as a whole).
         """
+        self._dispatched = True
         rows_in, rows_out, rejected = int(rows_in), int(rows_out), int(rejected)
         owed = unit.expected if unit.expected is not None else rows_in
         if count:
@@ -291,6 +391,7 @@ class StageRunner:
 
     def run_local(self, units: list[Unit], work: Callable[[Unit], dict[str, Any]], desc: str | None = None) -> None:
         """Do units one by one in this process; work returns rows_in/rows_out/rejected and marker info."""
+        self._dispatched = True  # prepared one at a time while earlier units' outputs are written
         for unit in tqdm(units, desc=desc or self.summary.stage, unit="unit", disable=len(units) < 2):
             self.prepare(unit)
             try:
@@ -319,8 +420,8 @@ class StageRunner:
         """
         from xqg.units import run_units
 
-        for unit in units:
-            self.prepare(unit)
+        self.prepare_all(units)
+        self._dispatched = True
         by_name = {u.name: u for u in units}
 
         def handle(row: dict[str, Any]) -> None:
@@ -360,13 +461,18 @@ class StageRunner:
         num_cpus: float = 1,
         desc: str | None = None,
         on_result: Callable[[Unit, dict[str, Any]], None] | None = None,
+        option: str = "the stage's shard size",
     ) -> None:
         """Do units as Ray tasks on workers (work(unit.payload, **common), memory(unit) bytes each); mark each as
-        it arrives. on_result may take keys out of a result that are for the summary, not the marker."""
+        it arrives. on_result may take keys out of a result that are for the summary, not the marker. option: the
+        setting that sizes the memory requests (named when no node type can hold one)."""
+        from xqg.capacity import check_fits
         from xqg.tasks import run_tasks
 
-        for unit in units:
-            self.prepare(unit)
+        if units:  # before anything is deleted: a request no node type can meet is a config error
+            check_fits(max(memory(u) for u in units), gpus=num_gpus, option=option, what=desc or self.summary.stage)
+        self.prepare_all(units)
+        self._dispatched = True
         by_name = {u.name: u for u in units}
 
         def handle(name: str, result: dict[str, Any] | None, error: str | None) -> None:
@@ -379,7 +485,7 @@ class StageRunner:
             self.finish(unit, **result)
 
         run_tasks([(u.name, u.payload, memory(u)) for u in units], work, common, on_result=handle,
-                  desc=desc or self.summary.stage, num_cpus=num_cpus, num_gpus=num_gpus)
+                  desc=desc or self.summary.stage, num_cpus=num_cpus, num_gpus=num_gpus, option=option)
 
     def close(self, message: str = "") -> StageSummary:
         """The stage's summary: timings, failures (which make the exit status non-zero) and a message."""

@@ -9,6 +9,7 @@ marks. Ray's scheduler then never packs more of them on a node than its memory h
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ def run_tasks(
     desc: str,
     num_cpus: float = 1,
     num_gpus: float = 0,
+    option: str = "the stage's shard size",
 ) -> None:
     """Run work(payload, **common) for every (unit name, payload, memory bytes) as a Ray task; on_result(name,
     result, error) as each ends.
@@ -57,6 +59,10 @@ def run_tasks(
 
     if not items:
         return
+    from xqg.capacity import check_fits
+
+    # A request no node type can meet is a config error now, not a task that waits for ever.
+    check_fits(max(need for _, _, need in items), gpus=num_gpus, option=option, what=desc)
     remote = ray.remote(work)
     largest, warned = _largest_node_memory(), False
     pending: dict[Any, str] = {}
@@ -69,9 +75,14 @@ def run_tasks(
         ref = remote.options(memory=need, num_cpus=num_cpus, num_gpus=num_gpus or None,
                              name=f"{desc}:{name}").remote(payload, **common)
         pending[ref] = name
+    waiting = WaitLog(desc, num_gpus=num_gpus, memory=max(need for _, _, need in items))
     with tqdm(total=len(items), desc=desc, unit="unit", disable=len(items) < 2, mininterval=1.0) as bar:
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=waiting.timeout())
+            if not ready:
+                waiting.say(len(pending), len(items))
+                continue
+            waiting.progress()
             name = pending.pop(ready[0])
             try:
                 result = ray.get(ready[0])
@@ -81,3 +92,38 @@ def run_tasks(
             else:
                 on_result(name, result, None)
             bar.update(1)
+
+
+class WaitLog:
+    """Once a minute without a finished unit: what the stage waits for (its requests, the cluster's resources
+    now) and for how long, so a job waiting for nodes that never come (spot capacity, quotas) says so."""
+
+    def __init__(self, desc: str, *, num_gpus: float, memory: int, every_s: float = 60.0) -> None:
+        self.desc, self.num_gpus, self.memory, self.every_s = desc, num_gpus, memory, every_s
+        self.since = time.monotonic()
+
+    def timeout(self) -> float:
+        """How long the next wait may block before saying something."""
+        return max(0.1, self.every_s - (time.monotonic() - self.since) % self.every_s)
+
+    def progress(self) -> None:
+        """A unit finished: the clock restarts."""
+        self.since = time.monotonic()
+
+    def say(self, pending: int, total: int) -> str:
+        """Log (and return) the waiting line."""
+        import ray
+
+        waited = time.monotonic() - self.since
+        try:
+            have = ray.available_resources()
+            now = (f"free now: {have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU, "
+                   f"{have.get('memory', 0) / 2**30:.1f} GiB memory")
+        except Exception:  # noqa: BLE001 - only for the message
+            now = "cluster resources unknown"
+        gpu = f" + {self.num_gpus:g} GPU" if self.num_gpus else ""
+        line = (f"{self.desc}: {pending} of {total} unit(s) not finished; no unit finished for {waited / 60:.0f} min. "
+                f"Each asks up to {self.memory / 2**30:.1f} GiB memory{gpu}; {now}. Waiting for workers that "
+                f"can run them (autoscaler: `ray status` on the head says what it is starting)")
+        log.warning("%s", line)
+        return line

@@ -31,3 +31,21 @@ def test_passage_texts_finds_every_wanted_passage_through_its_shard(tmp_path: Pa
     for shard, want in routed.items():
         held = set(run.read_dir(f"corpus/shard={shard:05d}", columns=["docid"])["docid"].to_pylist())
         assert {d for d in want.to_pylist() if d != "missing"} <= held
+
+
+def test_with_ray_the_shards_are_read_by_tasks_and_the_driver_gets_only_wanted_passages(ray_local, tmp_path, monkeypatch):
+    rows = [{"docid": f"d{i}", "title": f"T{i}", "text": f"text of passage {i}"} for i in range(200)]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = load_config(None, [f"run_dir={tmp_path / 'run'}", f"corpus.path={corpus}", "corpus.format=jsonl",
+                                "corpus.num_shards=4", "languages=[ar]"])
+    assert run_ingest(config).ok
+    run = RunDir(config.run_dir)
+    driver_reads = []
+    real = RunDir.read_dir
+    # in this process only: Ray's workers import RunDir afresh, unpatched
+    monkeypatch.setattr(RunDir, "read_dir", lambda self, rel, *a, **k: driver_reads.append(rel) or real(self, rel, *a, **k))
+    wanted = pa.array([f"d{i}" for i in range(0, 200, 7)])
+    texts = passage_texts(run, wanted, include_title=False)
+    assert texts == {f"d{i}": f"text of passage {i}" for i in range(0, 200, 7)}
+    assert not driver_reads, "the driver read a corpus shard itself"

@@ -179,3 +179,40 @@ def test_job_script_writes_sharded_parquet(tmp_path: Path) -> None:
     assert sorted(pq.read_table(run_dir / "queries" / "dev", columns=["qid"])["qid"].to_pylist()) == sorted(dev)
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_rejected_rows_stream_to_rejects_a_row_group_at_a_time_and_the_counts_add_up(tmp_path, monkeypatch):
+    """A corpus with many bad rows: they reach rejects/ingest/corpus.parquet in several row groups (the driver held
+    less than one group at a time, not every rejected row), and rows in = rows out + rejected."""
+    import json as _json
+
+    import pyarrow.parquet as pq
+
+    from xqg.config import load_config
+    from xqg.ingest.stage import run_ingest
+    from xqg.rundir import RejectWriter, RunDir
+
+    held: list[int] = []
+    real_init, real_add = RejectWriter.__init__, RejectWriter.add
+
+    def init(self, run, rel, unit, rows_per_group=65_536, sample=100):
+        real_init(self, run, rel, unit, 50, sample)  # groups of 50 rows: 200 rejects make 4
+
+    def add(self, rows):
+        real_add(self, rows)
+        held.append(len(self._buffer))
+
+    monkeypatch.setattr(RejectWriter, "__init__", init)
+    monkeypatch.setattr(RejectWriter, "add", add)
+    rows = [{"docid": f"d{i}", "title": f"T{i}", "text": "" if i % 3 == 0 else f"text {i}"} for i in range(600)]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(_json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = load_config(None, [f"run_dir={tmp_path / 'run'}", f"corpus.path={corpus}", "corpus.format=jsonl",
+                                "corpus.num_shards=2", "languages=[ar]"])
+    summary = run_ingest(config)
+    assert summary.ok and summary.rows_in == 600 and summary.rejected == 200 and summary.rows_out == 400
+    run = RunDir(config.run_dir)
+    with run.fs.open_input_file(run.path("rejects/ingest/corpus.parquet")) as f:
+        meta = pq.ParquetFile(f).metadata
+    assert meta.num_rows == 200 and meta.num_row_groups == 4
+    assert held and max(held) < 50, "less than one row group of rejects held at once"

@@ -110,3 +110,20 @@ def test_merge_breaks_score_ties_by_docid_and_keeps_depth():
         merged = merge_topk(parts, depth=3)
         assert merged["docid"].to_pylist() == ["a", "b", "y", "c", "d"]
         assert merged["rank"].to_pylist() == [1, 2, 3, 1, 2]
+
+
+def test_running_merge_equals_merging_every_shard_at_once_and_holds_only_depth_per_query():
+    import numpy as np
+
+    from xqg.search.merge import RunningTopK
+
+    rng = np.random.default_rng(0)
+    parts = [pa.table({"q": pa.array(np.repeat(np.arange(20), 10), pa.int32()),
+                       "docid": [f"s{s}-d{i}" for i in range(200)],
+                       "score": pa.array(rng.integers(0, 5, 200).astype(np.float32))})  # many ties
+             for s in range(12)]
+    top = RunningTopK(depth=7)
+    for part in parts:
+        top.add(part)
+        assert top.result().num_rows <= 20 * 7, "the driver holds queries x depth hits, not every shard's"
+    assert top.result().equals(merge_topk(parts, depth=7))

@@ -61,8 +61,9 @@ def wanted_by_shard(run: RunDir, shards: list[int], wanted: pa.Array) -> dict[in
 
     out: dict[int, pa.Array] = {}
     routed: dict[int, dict[int, pa.Array]] = {}
+    markers = run.markers(INGEST)  # one listing (and the bulk cache), not a read per shard
     for shard in shards:
-        num = (run.read_marker(INGEST, shard_name(shard)).get("inputs") or {}).get("num_shards")
+        num = (markers.get(shard_name(shard), {}).get("inputs") or {}).get("num_shards")
         if not isinstance(num, int) or shard >= num:
             out[shard] = wanted
             continue
@@ -73,22 +74,44 @@ def wanted_by_shard(run: RunDir, shards: list[int], wanted: pa.Array) -> dict[in
     return out
 
 
+def shard_texts(run_uri: str, shard: int, want: pa.Array, include_title: bool) -> pa.Table:
+    """(docid, text) of the wanted passages of one corpus shard, read with a filter (a worker's task)."""
+    run = RunDir(run_uri)
+    table = run.read_dir(corpus_dir(shard), columns=["docid", "title", "text"])
+    table = table.filter(pc.is_in(table["docid"], value_set=want))
+    text = pc.binary_join_element_wise(table["title"], table["text"], " ") if include_title else table["text"]
+    return pa.table({"docid": table["docid"], "text": text})
+
+
 def passage_texts(run: RunDir, docids: pa.Array, include_title: bool) -> dict[str, str]:
-    """Texts of the given passages only, read shard by shard with a filter (never the whole corpus in memory)."""
+    """Texts of the given passages only. With Ray up, each corpus shard that can hold one is read by a task on a
+    worker, which sends back only the wanted passages: the driver holds what the queries retrieved (queries x
+    depth at most), never a corpus shard. Without Ray, shard by shard here (one shard in memory at a time)."""
+    import ray
+
     wanted = pc.unique(docids)
     out: dict[str, str] = {}
-    shards = run.corpus_shards()
     # Each shard is filtered by its own docids: is_in builds a hash set of its value_set on every call, so the
     # whole wanted set per shard cost shards x wanted (3x the per-passage cost of evaluate at 1M passages).
-    for shard, want in wanted_by_shard(run, shards, wanted).items():
-        if len(want) == 0:  # no wanted passage can be in this shard: not read at all
+    jobs = [(shard, want) for shard, want in wanted_by_shard(run, run.corpus_shards(), wanted).items() if len(want)]
+    if not ray.is_initialized() or len(jobs) < 2:
+        for shard, want in jobs:
+            part = shard_texts(run.worker_uri, shard, want, include_title)
+            out.update(zip(part["docid"].to_pylist(), part["text"].to_pylist()))
+        return out
+    from xqg.tasks import WaitLog
+
+    remote = ray.remote(shard_texts).options(num_cpus=1, max_retries=-1)  # a lost spot node is not an error
+    pending = [remote.remote(run.worker_uri, shard, want, include_title) for shard, want in jobs]
+    waiting = WaitLog("evaluate: passage look-ups", num_gpus=0, memory=0)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=waiting.timeout())
+        if not ready:
+            waiting.say(len(pending), len(jobs))
             continue
-        table = run.read_dir(corpus_dir(shard), columns=["docid", "title", "text"])
-        table = table.filter(pc.is_in(table["docid"], value_set=want))
-        text = table["text"]
-        if include_title:
-            text = pc.binary_join_element_wise(table["title"], text, " ")
-        out.update(zip(table["docid"].to_pylist(), text.to_pylist()))
+        waiting.progress()
+        part = ray.get(ready[0])
+        out.update(zip(part["docid"].to_pylist(), part["text"].to_pylist()))
     return out
 
 

@@ -76,6 +76,9 @@ class GenerateActor:
         return {
             "unit": unit, "lang": lang, "shard": shard, "rows_in": res.rows_in, "rows_out": res.table.num_rows,
             "rejected": rejected, "queries": res.table.num_rows * self.backend.sampling.num_queries,
+            # counted back from the written file's footer here, on the worker: the driver checks it against rows_out
+            # without a listing and a read per unit of its own
+            "written": self.run.count_rows(out_dir),
             "seconds": res.seconds, "batches_failed": res.batches_failed, **self.where, "device": self.device,
             "error": "",
         }
@@ -83,7 +86,7 @@ class GenerateActor:
     def _template(self, lang: str, shard: int) -> dict[str, Any]:
         """The columns of a manifest (a failed unit's are zero)."""
         return {
-            "unit": "", "lang": lang, "shard": shard, "rows_in": 0, "rows_out": 0, "rejected": 0, "queries": 0,
+            "unit": "", "lang": lang, "shard": shard, "rows_in": 0, "rows_out": 0, "rejected": 0, "queries": 0, "written": 0,
             "seconds": 0.0, "batches_failed": 0, **self.where, "device": self.device, "error": "",
         }
 

@@ -256,7 +256,7 @@ def run_index(config: Config, name: str, num_gpus: float | None = None) -> Stage
     if trained_unit is not None and any(u is trained_unit for u in plan.todo):
         runner.run_tasks([trained_unit], train_task, {**common, "ntrain": ntrain},
                          memory=lambda u: task_memory(shard_bytes(ntrain, dim), copies=3), num_gpus=num_gpus,
-                         desc=f"index {name} (train)", on_result=counted)
+                         desc=f"index {name} (train)", on_result=counted, option="index.train_sample")
     build_units = [u for u in plan.todo if u is not trained_unit]
     if trained_unit is not None and trained_unit.name not in runner.markers():
         for unit in build_units:
@@ -267,7 +267,7 @@ def run_index(config: Config, name: str, num_gpus: float | None = None) -> Stage
         runner.run_tasks(build_units, build_task, {**common, "trained": TRAINED if trained_unit else None},
                          memory=lambda u: task_memory(int(u.expected or 0) * 64 if is_view(params)  # docids only
                                                       else shard_bytes(int(u.expected or 0), dim), copies=3),
-                         num_gpus=num_gpus, desc=f"index {name}", on_result=counted)
+                         num_gpus=num_gpus, desc=f"index {name}", on_result=counted, option="index.shard_size")
     encoders = sorted(set(source.encoders))
     if not runner.failed:
         manifest = {

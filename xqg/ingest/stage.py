@@ -114,7 +114,8 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
     fmt = detect_format(source, config.corpus.format)
     _clear_corpus(run, runner, [*shards, whole])
     spool = ShardSpool(run, STAGING, PASSAGE_SCHEMA, buffer_bytes=SPOOL_BYTES)
-    read_rejects: list[dict[str, Any]] = []
+    # Streamed to rejects/ as they come: a corpus with millions of bad rows never holds them in the driver.
+    read_rejects = run.reject_writer(STAGE, CORPUS_UNIT)
     rows_in = rows_out = duplicates = kept = 0
     stopped = False
     reasons: collections.Counter[str] = collections.Counter()
@@ -125,7 +126,7 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
         for block in read_passages(source, fmt):
             rows_in += block.rows_in
             kept += block.table.num_rows
-            read_rejects.extend(block.rejects)
+            read_rejects.add(block.rejects)
             for note in block.notes:
                 if note not in notes:
                     notes[note] = None
@@ -138,8 +139,9 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
                 break
         bar.close()
         if not kept:  # nothing to ingest: one clear error, no marker
-            run.write_rejects(STAGE, CORPUS_UNIT, read_rejects)
-            raise ValueError(nothing_ingested(source, fmt, rows_in, read_rejects, run.path("rejects", STAGE), stopped))
+            read_rejects.close()
+            raise ValueError(nothing_ingested(source, fmt, rows_in, read_rejects.sample, run.path("rejects", STAGE),
+                                              stopped, reasons=read_rejects.reasons))
         spool.close()
         read_seconds = time.perf_counter() - read_start
         for shard in tqdm(range(n), desc="write corpus shards", unit=" shards", mininterval=1.0):
@@ -151,14 +153,15 @@ def _ingest_corpus(config: Config, run: RunDir, runner: StageRunner, shards: lis
                           count=False, empty_ok=True)
             rows_out += kept_rows
             duplicates += shard_rejected
-        rejected = run.write_rejects(STAGE, CORPUS_UNIT, read_rejects) + duplicates
+        rejected = read_rejects.close() + duplicates
         if duplicates:
             reasons["duplicate docid (first kept)"] = duplicates
-        reasons.update(r["reason"] for r in read_rejects)
+        reasons.update(read_rejects.reasons)
         runner.finish(whole, rows_in=rows_in, rows_out=rows_out, rejected=rejected, num_shards=n, source=source,
                       format=fmt, rejects_by_reason=dict(reasons))
     finally:
         bar.close()
+        read_rejects.close()  # idempotent: what came so far is on disk whatever went wrong
         spool.remove()
         if not run.listdir("_tmp"):
             run.remove("_tmp")
@@ -206,10 +209,10 @@ def write_corpus_shard(run: RunDir, spool: ShardSpool, shard: int,
     return offset, written, dup_rows
 
 
-def _format_hint(fmt: str, rejects: list[dict[str, Any]]) -> str:
+def _format_hint(fmt: str, rejects: list[dict[str, Any]], reasons: collections.Counter[str] | None = None) -> str:
     """A guess at what the rows are when they are not what fmt expects ('' when there is none)."""
     raws = [str(r.get("raw", "")).lstrip() for r in rejects[:100]]
-    reasons = collections.Counter(r["reason"] for r in rejects)
+    reasons = reasons if reasons is not None else collections.Counter(r["reason"] for r in rejects)
     if raws and fmt != "jsonl" and sum(r.startswith("{") for r in raws) > len(raws) // 2:
         return " The rows look like JSON lines: set corpus.format: jsonl (or name the file .jsonl)."
     if raws and fmt == "jsonl" and sum("\t" in r and not r.startswith("{") for r in raws) > len(raws) // 2:
@@ -220,16 +223,18 @@ def _format_hint(fmt: str, rejects: list[dict[str, Any]]) -> str:
 
 
 def nothing_ingested(source: str, fmt: str, rows_in: int, rejects: list[dict[str, Any]], rejects_dir: str,
-                     stopped: bool = False, what: str = "corpus", name: str = "passage") -> str:
-    """The one message for an input that yields nothing: the file, its format, rows read, the top reasons."""
+                     stopped: bool = False, what: str = "corpus", name: str = "passage",
+                     reasons: collections.Counter[str] | None = None) -> str:
+    """The one message for an input that yields nothing: the file, its format, rows read, the top reasons
+    (reasons: every reject's counted, when `rejects` is only a sample of them)."""
     if rows_in == 0:
         return (f"{what} {source} ({fmt}) holds no rows: nothing to ingest (an empty {what} is an error; "
                 f"check the path and the format)")
-    reasons = collections.Counter(r["reason"] for r in rejects)
+    reasons = reasons if reasons is not None else collections.Counter(r["reason"] for r in rejects)
     top = "; ".join(f"{reason!r} x{count:,}" for reason, count in reasons.most_common(3))
     more = f" and {len(reasons) - 3} other reason(s)" if len(reasons) > 3 else ""
     scope = f"the first {rows_in:,} rows (reading stopped there)" if stopped else f"all {rows_in:,} rows"
-    hint = _format_hint(fmt, rejects) if what == "corpus" else ""
+    hint = _format_hint(fmt, rejects, reasons) if what == "corpus" else ""
     return (f"no {name} out of {what} {source} ({fmt}): {scope} read were rejected; top reasons: {top}{more}; "
             f"rejected rows in {rejects_dir}/.{hint}")
 

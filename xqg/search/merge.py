@@ -21,6 +21,28 @@ def merge_topk(parts: list[pa.Table], depth: int) -> pa.Table:
     return table.filter(pa.array(keep)).append_column("rank", pa.array(rank[keep].astype(np.int32)))
 
 
+class RunningTopK:
+    """merge_topk over parts that arrive one at a time, holding at most depth hits per query plus one part: the
+    driver's memory is bounded by queries x depth, not by the number of index shards. The order is a total one
+    (score desc, docid asc), so merging as parts come gives exactly merge_topk over all of them."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth, self.merged = depth, None
+
+    def add(self, part: pa.Table) -> None:
+        """Merge one shard's hits (q, docid, score) into the running top-depth."""
+        part = part.select(["q", "docid", "score"])
+        parts = [part] if self.merged is None else [self.merged.drop_columns(["rank"]), part]
+        self.merged = merge_topk(parts, self.depth)
+
+    def result(self) -> pa.Table:
+        """Columns q, docid, score, rank (empty when no part came)."""
+        if self.merged is None:
+            return pa.table({"q": pa.array([], pa.int32()), "docid": pa.array([], pa.string()),
+                             "score": pa.array([], pa.float32()), "rank": pa.array([], pa.int32())})
+        return self.merged
+
+
 def write_run(run: RunDir, name: str, qids: pa.Array, merged: pa.Table) -> tuple[str, str]:
     """Write runs/<name>.tsv (qid, docid, rank, score; header) and runs/<name>.trec; return both paths."""
     qid = qids.take(merged["q"])

@@ -35,19 +35,26 @@ log = logging.getLogger(__name__)
 def search_shards(
     run_uri: str, folder: str, shards: list[dict[str, Any]], queries: Any, depth: int, batch_size: int,
     nprobe: int, ef_search: int, use_gpu: bool | str | None, memory: list[int] | None = None,
-) -> list[Any]:
-    """Top-depth per shard, one Ray task each (asking for memory[i] bytes: Ray then never packs more shards on a
-    node than it holds).
+) -> Any:
+    """The merged top-depth over every shard (columns q, docid, score, rank), one Ray task per shard (asking for
+    memory[i] bytes: Ray then never packs more shards on a node than it holds). Each shard's hits are merged
+    into the running top-depth as they arrive, so the driver holds queries x depth hits, never every shard's.
 
     Tasks, not actors: a shard is searched once, and Ray reuses its worker processes for tasks, so a warm
     cluster imports FAISS once per worker, not once per shard (an actor per shard started a new process each).
     """
     import ray
 
+    from xqg.capacity import check_fits
+    from xqg.search.merge import RunningTopK
     from xqg.search.searcher import search_shard
+    from xqg.tasks import WaitLog
     from xqg.units import resolve_use_gpu
 
     gpus = resolve_use_gpu(use_gpu, "search")  # true: the tasks wait for GPU nodes
+    if memory:
+        check_fits(max(memory), gpus=1 if gpus else 0, option="index.shard_size (of the index searched)",
+                   what=f"search {folder}")
     # Retried as often as Ray allows when a worker or node dies (a preempted spot node is not an error); an
     # exception raised by the search itself is not retried.
     remote = ray.remote(search_shard)
@@ -58,7 +65,17 @@ def search_shards(
             run_uri, folder, shard, nprobe, ef_search, gpus, q_ref, depth, batch_size)
         for i, shard in enumerate(shards)
     ]
-    return ray.get(refs)  # by position: a flat index over its source has no FAISS file names
+    top = RunningTopK(depth)
+    waiting = WaitLog(f"search {folder}", num_gpus=options["num_gpus"], memory=max(memory) if memory else 0)
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=waiting.timeout())
+        if not ready:
+            waiting.say(len(pending), len(refs))
+            continue
+        waiting.progress()
+        top.add(ray.get(ready[0]))
+    return top.result()
 
 
 def changed_sources(runner: StageRunner, manifest: dict[str, Any]) -> list[str]:
@@ -75,7 +92,7 @@ def changed_sources(runner: StageRunner, manifest: dict[str, Any]) -> list[str]:
 
 def run_search(config: Config, index_name_: str, query_set: str | None = None) -> StageSummary:
     """Search a query set's embeddings against index/<name>; write runs/<run name>.tsv and .trec."""
-    from xqg.search.merge import merge_topk, write_run
+    from xqg.search.merge import write_run
 
     run = RunDir(config.run_dir)
     name = index_name(index_name_)
@@ -100,6 +117,13 @@ def run_search(config: Config, index_name_: str, query_set: str | None = None) -
     plan = runner.plan([unit])
     if not plan.todo:
         return runner.close(f"{run_file(rname)} is complete and up to date")
+    from xqg.capacity import check_fits
+    from xqg.units import resolve_use_gpu
+
+    # before the old run file is removed: a shard no node type can hold is a config error, not a wait for ever
+    check_fits(max((searcher_memory(manifest["params"], manifest["dim"], int(sh["rows"])) for sh in manifest["shards"]),
+                   default=0), gpus=1 if resolve_use_gpu(config.search.use_gpu, "search") else 0,
+               option="index.shard_size (of the index searched)", what=f"search {rname}")
     run.write_config(config, SEARCH)
 
     def search(unit: Unit) -> dict[str, Any]:
@@ -111,12 +135,11 @@ def run_search(config: Config, index_name_: str, query_set: str | None = None) -
         queries = vector_matrix(table["embedding"])
         if queries.shape[1] != manifest["dim"]:
             raise ValueError(f"query embeddings have {queries.shape[1]} dimensions, index {name!r} has {manifest['dim']}")
-        parts = search_shards(
+        merged = search_shards(
             run.worker_uri, index_dir(name), manifest["shards"], queries, config.search.depth,
             config.search.batch_size, config.index.nprobe, config.index.ef_search, config.search.use_gpu,
             memory=[searcher_memory(manifest["params"], manifest["dim"], int(sh["rows"])) for sh in manifest["shards"]],
         )
-        merged = merge_topk(parts, config.search.depth)
         tsv, trec = write_run(run, rname, table["qid"].combine_chunks(), merged)
         answered = int(np.unique(merged["q"].to_numpy()).size)
         runner.summary.extra.update({

@@ -115,6 +115,7 @@ def fit(
 
     # true: the workers ask for GPUs and Ray Train waits for GPU nodes (no CPU fallback); auto: GPUs if up now.
     gpu = resolve_use_gpu(use_gpu, settings.stage)
+    worker_group_start_timeout_s()
     # best_by_eval: Ray keeps the checkpoints with the lowest eval loss (and always the latest)
     scoring = {"checkpoint_score_attribute": "eval_loss", "checkpoint_score_order": "min"} if best_by_eval else {}
     storage, name = posixpath.split(settings.experiment_uri)
@@ -148,6 +149,19 @@ def fit(
         posixpath.join(settings.experiment_uri, found[0]), found[1], seconds, rows,
         model_checkpoint=posixpath.join(settings.experiment_uri, model_name), model_state=model_state,
     )
+
+
+# Ray Train (2.60, Train V2) gives a worker group 60 s to start, then fails the attempt: less than a spot GPU node
+# takes to boot, pull the image and run its set-up (5-15 minutes). The driver propagates this variable to Ray
+# Train's controller; a value in the environment (cluster.yaml sets one on every node) wins.
+WORKER_GROUP_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+DEFAULT_WORKER_GROUP_START_TIMEOUT_S = 1800.0
+
+
+def worker_group_start_timeout_s() -> float:
+    """The worker-group start timeout this job's trainings use (set in the environment when it is not)."""
+    os.environ.setdefault(WORKER_GROUP_START_TIMEOUT_ENV, f"{DEFAULT_WORKER_GROUP_START_TIMEOUT_S:g}")
+    return float(os.environ[WORKER_GROUP_START_TIMEOUT_ENV])
 
 
 def best_checkpoint(experiment_uri: str, final_state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
