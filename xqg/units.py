@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 from tqdm import tqdm
 
@@ -193,6 +193,7 @@ def actor_device_or_refusal(use_gpu: bool) -> tuple[str, RuntimeError | None]:
 # by Ray Data up to ACTOR_INIT_DEATHS times in a row (the count restarts whenever an actor starts).
 START_ATTEMPTS, START_BACKOFF_S = 3, 2.0
 ACTOR_INIT_DEATHS = 16
+LEAVE_AFTER_S = 5.0  # how long an actor that could not start stays after failing a unit
 
 # Test-only: with XQG_TEST_BROKEN_START="<stage>:<file>" the first actor process of that stage to create <file>
 # raises at every start-up attempt (a model that does not load on one node); every other actor starts normally.
@@ -240,6 +241,24 @@ def start_or_refusal(stage: str, load: Callable[[], T]) -> tuple[T | None, Actor
     return None, ActorStartError(
         f"{stage} actor on node {node} could not start after {START_ATTEMPTS} attempts: {type(last).__name__}: {last}"
     )
+
+
+_leaving = threading.Event()
+
+
+def refuse_unit(error: RuntimeError) -> NoReturn:
+    """Raise an actor's refusal for the unit it got (the unit fails with the reason). An actor that could not start
+    then leaves the pool a few seconds later (the process exits; Ray restarts it, maybe on another node, and it
+    tries its start-up again), so a broken actor costs about one unit per start cycle instead of failing every unit
+    of the queue at once (it answers faster than any healthy actor). A unit it gets meanwhile waits for that exit
+    and is retried by Ray on another actor."""
+    if isinstance(error, ActorStartError):
+        if _leaving.is_set():
+            time.sleep(3600)  # ended by the exit below: Ray Data retries this unit elsewhere
+        _leaving.set()
+        # Later than the reply carrying this unit's failed manifest; os._exit: no cleanup to wait for.
+        threading.Timer(LEAVE_AFTER_S, os._exit, args=(1,)).start()
+    raise error
 
 
 def fake_gpu_pause(device: str, started: float) -> None:

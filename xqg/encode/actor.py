@@ -16,7 +16,9 @@ from xqg.encode.vectors import vector_column
 from xqg.models.encoder import Encoder, chunks, tokenize_passages, tokenize_queries
 from xqg.layout import ENCODE, GENERATED, PART, PASSAGES, QUERIES, corpus_dir, embeddings_dir, generated_dir, query_set_dir
 from xqg.rundir import RunDir
-from xqg.units import actor_device_or_refusal, failed_manifest, fake_gpu_pause, start_or_refusal, torch_device, where
+from xqg.units import (
+    actor_device_or_refusal, failed_manifest, fake_gpu_pause, refuse_unit, start_or_refusal, torch_device, where,
+)
 
 STAGE = ENCODE
 
@@ -92,7 +94,7 @@ class EncodeActor:
         tail = {**self.where, "device": self.device, "error": ""}
         try:
             if self.unusable is not None:
-                raise self.unusable
+                refuse_unit(self.unusable)
             if target == PASSAGES:
                 info = self.encode_passages(unit, shard)
             elif target == QUERIES:

@@ -14,7 +14,9 @@ from xqg.generate.backends import SamplingSettings, backend_class
 from xqg.generate.unit import generate_unit
 from xqg.layout import GENERATE, PART, corpus_dir, generated_dir, generated_unit
 from xqg.rundir import RunDir
-from xqg.units import actor_device_or_refusal, failed_manifest, fake_gpu_pause, start_or_refusal, torch_device, where
+from xqg.units import (
+    actor_device_or_refusal, failed_manifest, fake_gpu_pause, refuse_unit, start_or_refusal, torch_device, where,
+)
 
 STAGE = GENERATE
 PROGRESS_EVERY_S = 30.0  # a unit (a shard of a large corpus) can take an hour: say how far it got
@@ -64,9 +66,11 @@ class GenerateActor:
     def process(self, lang: str, shard: int) -> dict[str, Any]:
         """Generate one unit, replacing any partial output of an earlier try; return its manifest."""
         if self.unusable is not None:
-            raise self.unusable
+            refuse_unit(self.unusable)
         started = time.perf_counter()
         unit = generated_unit(lang, shard)
+        # Which node works on which unit, in the driver's log (Ray forwards it): a lost node's units can be named.
+        print(f"xqg: generate {unit} started on node {self.where['node']} by actor {self.where['actor']}", flush=True)
         out_dir = generated_dir(lang, shard)
         self.run.remove(out_dir)
         passages = self.run.read_dir(corpus_dir(shard), columns=["docid", "title", "text"])
