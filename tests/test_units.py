@@ -53,6 +53,20 @@ def test_pools_start_at_their_minimum_and_are_bounded_by_config_and_cluster_neve
         load_config(None, ["generate.max_actor=2"])
 
 
+def test_an_autoscaler_config_bounds_a_resource_by_its_node_types_within_the_clusters_max_workers():
+    from xqg.units import autoscaler_capacity
+
+    config = {"max_workers": 3, "head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 0}, "max_workers": 0},
+        "gpu": {"resources": {"CPU": 8, "GPU": 1}, "min_workers": 0, "max_workers": 2},
+        "cpu": {"resources": {"CPU": 16}, "min_workers": 0, "max_workers": 8},
+    }}
+    assert autoscaler_capacity(config, "GPU") == 2
+    assert autoscaler_capacity(config, "CPU") == 16 * 3  # three nodes at most: the richest type first
+    assert autoscaler_capacity({**config, "max_workers": 16}, "CPU") == 8 * 2 + 16 * 8
+    assert autoscaler_capacity({}, "GPU") == 0
+
+
 def test_cluster_capacity_is_what_the_local_cluster_holds(ray_local):
     from xqg.units import cluster_capacity
 

@@ -13,6 +13,7 @@ costs its units, not the stage."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -64,15 +65,60 @@ def gpu_options(setting: UseGpuSetting, stage: str = "") -> dict[str, float]:
     return {"num_gpus": 1} if resolve_use_gpu(setting, stage) else {}
 
 
+def autoscaler_config_path() -> str | None:
+    """The cluster config file of the autoscaler of the connected cluster, when it runs on this node (the head, where
+    `ray job submit` runs drivers): the --autoscaling-config of the Ray monitor process of this cluster's GCS."""
+    import ray
+
+    try:
+        gcs = ray.get_runtime_context().gcs_address
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(os.path.join(entry.path, "cmdline"), "rb") as f:
+                    args = f.read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if f"--gcs-address={gcs}" in args and any(a.endswith("monitor.py") for a in args):
+                for a in args:
+                    if a.startswith("--autoscaling-config="):
+                        return os.path.expanduser(a.split("=", 1)[1])
+    except Exception:  # noqa: BLE001 - no /proc (not Linux), not connected: the config is just unknown
+        return None
+    return None
+
+
+def autoscaler_capacity(config: Mapping[str, Any], resource: str) -> int:
+    """The most of a resource an autoscaler cluster config can ever hold: the head's, plus its worker node types at
+    their max_workers, picking the richest types first within the cluster's max_workers."""
+    types = config.get("available_node_types") or {}
+    head = config.get("head_node_type")
+    total = float((types.get(head, {}).get("resources") or {}).get(resource, 0)) if head in types else 0.0
+    nodes_left = int(config.get("max_workers", sys.maxsize))
+    workers = sorted(
+        ((float((t.get("resources") or {}).get(resource, 0)), int(t.get("max_workers", 0)))
+         for name, t in types.items() if name != head),
+        reverse=True,
+    )
+    for per_node, count in workers:
+        take = min(count, nodes_left)
+        total += per_node * take
+        nodes_left -= take
+    return int(total)
+
+
 def cluster_capacity(resource: str) -> tuple[int, str]:
     """(most units of a resource the cluster can ever hold, where that number comes from).
 
-    The autoscaler's node types (resources x max_workers, capped by the cluster's max_workers) when Ray knows them
-    (a cluster started from a cluster.yaml); else what the cluster holds now (a local Ray, a hand-made cluster).
+    The autoscaler's node types (resources x max_workers within the cluster's max_workers) when Ray reports them
+    (autoscaler v2, KubeRay) or the autoscaler's config file is on this node (`ray up`: the head's
+    ray_bootstrap_config.yaml, whose node types have their resources filled in); else what the cluster holds
+    now (a local Ray, a hand-made cluster). A node type whose resources the config leaves out counts as none.
     """
     import ray
 
-    try:  # reported to the GCS by the autoscaler; absent without one (and a private API: never fatal)
+    try:  # reported to the GCS by autoscaler v2 / KubeRay; absent otherwise (and a private API: never fatal)
         from ray._private.state import state
 
         limits = state.get_max_resources_from_cluster_config() or {}
@@ -81,6 +127,14 @@ def cluster_capacity(resource: str) -> tuple[int, str]:
     most = int(limits.get(resource) or 0)
     if most > 0:
         return most, "the autoscaler's node types" if most < sys.maxsize else "unbounded autoscaler node types"
+    path = autoscaler_config_path()
+    if path and os.path.exists(path):
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            most = autoscaler_capacity(yaml.safe_load(f) or {}, resource)  # JSON is YAML too
+        if most > 0:
+            return most, "the autoscaler's node types"
     return int(ray.cluster_resources().get(resource, 0)), "the cluster now"
 
 
@@ -359,6 +413,10 @@ def run_units(
     # An actor that dies while starting (its node lost) is replaced, not the end of the stage (Ray's default: 0).
     context = DataContext.get_current()
     context.max_consecutive_actor_init_deaths = max(context.max_consecutive_actor_init_deaths, ACTOR_INIT_DEATHS)
+    # Ray Data adds an actor when in-flight tasks / (actors x calls per actor) reaches this threshold (default 1.75).
+    # With one unit in flight per actor the ratio never passes 1: at the default a pool would never grow past its
+    # minimum. 1.0 = every actor busy and units waiting; it then grows by one actor as resources allow.
+    context.autoscaling_config = dataclasses.replace(context.autoscaling_config, actor_pool_util_upscaling_threshold=1.0)
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     tap, stop = None, threading.Event()
     if on_first is not None and then:
@@ -382,6 +440,9 @@ def run_units(
                     if stop.is_set():
                         return
                     continue
+                except Exception:  # noqa: BLE001 - the queue is gone: the results still come through on_result
+                    log.warning("early results of the first pool stopped", exc_info=True)
+                    return
                 for r in rows:
                     try:
                         on_first(r)

@@ -80,7 +80,9 @@ def cluster(ray_local, s3, tmp_path_factory):
     parent = os.environ.get("RAY_TMPDIR") or "/tmp"
     os.makedirs(parent, exist_ok=True)
     temp_dir = tempfile.mkdtemp(prefix="rh", dir=parent)
-    c = PrivateAutoscalingCluster({"CPU": 0}, WORKERS, temp_dir)
+    # Idle nodes go after 30 s (cluster.yaml: 5 min), not the helper's 6 s: on 2 busy cores a node can join
+    # before the pool's next scaling round notices it.
+    c = PrivateAutoscalingCluster({"CPU": 0}, WORKERS, temp_dir, idle_timeout_minutes=0.5)
     claim = tmp_path_factory.mktemp("broken") / "claim"
     c.broken_claim = claim
     try:
