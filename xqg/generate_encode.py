@@ -5,8 +5,9 @@ soon as it is generated, while the next ones are still being generated. Both sta
 leases: the generate unit is marked as soon as its generate actor returns (its text is written, as by
 jobs/generate.py), while it is still being encoded: its manifest reaches the driver straight from the actor (see
 units.run_units' on_first), so a killed job loses only the units being generated. Its encode unit is marked when
-the encoder returns, made from that generate unit's fingerprint as jobs/encode.py --target generated would make it. A unit whose
-generation fails leaves both unmarked; units generated earlier but not yet encoded are encoded afterwards.
+the encoder returns, made from that generate unit's fingerprint as jobs/encode.py --target generated would make
+it. A unit whose generation fails leaves both unmarked; units generated earlier but not yet encoded are encoded
+afterwards.
 """
 
 from __future__ import annotations

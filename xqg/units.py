@@ -291,7 +291,7 @@ def start_or_refusal(stage: str, load: Callable[[], T]) -> tuple[T | None, Actor
                 delay *= 2
     import ray
 
-    node = ray.get_runtime_context().get_node_id()[:12]
+    node = ray.get_runtime_context().get_node_id()
     return None, ActorStartError(
         f"{stage} actor on node {node} could not start after {START_ATTEMPTS} attempts: {type(last).__name__}: {last}"
     )
