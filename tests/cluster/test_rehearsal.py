@@ -80,9 +80,9 @@ def cluster(ray_local, s3, tmp_path_factory):
     parent = os.environ.get("RAY_TMPDIR") or "/tmp"
     os.makedirs(parent, exist_ok=True)
     temp_dir = tempfile.mkdtemp(prefix="rh", dir=parent)
-    # Idle nodes go after 30 s (cluster.yaml: 5 min), not the helper's 6 s: on 2 busy cores a node can join
-    # before the pool's next scaling round notices it.
-    c = PrivateAutoscalingCluster({"CPU": 0}, WORKERS, temp_dir, idle_timeout_minutes=0.5)
+    # Idle nodes go after 2 min (cluster.yaml: 5), not the helper's 6 s: on 2 busy cores a node can join before
+    # the pool's next scaling round notices it, and the rerun finds the nodes up.
+    c = PrivateAutoscalingCluster({"CPU": 0}, WORKERS, temp_dir, idle_timeout_minutes=2)
     claim = tmp_path_factory.mktemp("broken") / "claim"
     c.broken_claim = claim
     try:
@@ -135,6 +135,25 @@ def kill_a_gpu_node_mid_unit(run: RunDir, log: Path, job: subprocess.Popen) -> t
     raise AssertionError(f"no generate unit seen running on a GPU node:\n{log.read_text(errors='replace')[-4000:]}")
 
 
+def reference_run(run: RunDir, config) -> None:
+    """Every unit of the rehearsal generated and encoded in this process by the stages' own actor classes."""
+    from xqg.encode.actor import EncodeActor
+    from xqg.encode.model import load_encoder_spec
+    from xqg.generate.actor import GenerateActor
+    from xqg.generate.stage import start_generate
+    from xqg.layout import GENERATED, generated_sum_unit, generated_variant
+
+    job = start_generate(config)  # the actors' settings, as the stage makes them
+    job.runner.close()
+    generator = GenerateActor(**job.ctor)
+    encoder = EncodeActor(run.worker_uri, load_encoder_spec(config, run).to_dict(), batch_size=64, preload=("queries",))
+    for unit in job.plan.todo:
+        lang, shard = unit.payload["lang"], unit.payload["shard"]
+        assert generator.process(lang, shard)["error"] == ""
+        name = generated_sum_unit(generated_variant(None), lang, shard)
+        assert encoder.unit(name, GENERATED, shard, lang, "")["error"] == ""
+
+
 def most_alive_at_once(address: str) -> dict[str, int]:
     """Per actor class, the most actors of one job alive at the same time (from the GCS actor table)."""
     code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
@@ -163,7 +182,6 @@ def test_rehearsal_s3_run_cpu_less_head_autoscaled_gpus_a_node_lost_and_a_broken
     cluster, s3, tmp_path, tiny_mt5_dir, tiny_bert_dir, make_corpus_run, demo_passage_rows
 ):
     from xqg.config import load_config
-    from xqg.generate_encode import run_generate_encode
 
     started = time.monotonic()
     rows = demo_passage_rows[:PASSAGES]
@@ -217,11 +235,11 @@ def test_rehearsal_s3_run_cpu_less_head_autoscaled_gpus_a_node_lost_and_a_broken
     assert max(most[n] for n in gen_actors) <= GPU_NODES and max(most[n] for n in enc_actors) <= ENCODERS, most
     assert max(most[n] for n in gen_actors) >= 2, most  # it grew as GPU nodes came
 
-    # The same job on a local run (the session's local Ray, CPU path): the same rows, nothing lost or doubled.
+    # The same units on a local run, by the same actor classes in this process (CPU path, no cluster): the same
+    # rows, nothing lost or doubled.
     reference = make_corpus_run(rows, num_shards=SHARDS, run_dir=tmp_path / "reference")
     install_models(reference, tiny_mt5_dir, tiny_bert_dir)
-    summaries = run_generate_encode(load_config(write_config(tmp_path / "ref.yaml", reference, use_gpu=False)))
-    assert all(s.ok for s in summaries)
+    reference_run(reference, load_config(write_config(tmp_path / "ref.yaml", reference, use_gpu=False)))
     for u in sorted(gen_units):
         got, want = run.read_dir(f"generated/{u}"), reference.read_dir(f"generated/{u}")
         assert got.num_rows == len(set(got.column("docid").to_pylist())) == want.num_rows  # every passage once
