@@ -143,15 +143,29 @@ def reference_run(run: RunDir, config) -> None:
     from xqg.generate.stage import start_generate
     from xqg.layout import GENERATED, generated_sum_unit, generated_variant
 
+    import torch
+
     job = start_generate(config)  # the actors' settings, as the stage makes them
     job.runner.close()
-    generator = GenerateActor(**job.ctor)
-    encoder = EncodeActor(run.worker_uri, load_encoder_spec(config, run).to_dict(), batch_size=64, preload=("queries",))
-    for unit in job.plan.todo:
-        lang, shard = unit.payload["lang"], unit.payload["shard"]
-        assert generator.process(lang, shard)["error"] == ""
-        name = generated_sum_unit(generated_variant(None), lang, shard)
-        assert encoder.unit(name, GENERATED, shard, lang, "")["error"] == ""
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    try:
+        # One torch thread, as the cluster's actors have (OMP_NUM_THREADS=1, which the generate actor reads): on
+        # 2 busy cores two threads per matrix product cost more than they give.
+        os.environ["OMP_NUM_THREADS"] = "1"
+        generator = GenerateActor(**job.ctor)
+        spec = load_encoder_spec(config, run).to_dict()
+        encoder = EncodeActor(run.worker_uri, spec, batch_size=64, preload=("queries",), threads=1)
+        for unit in job.plan.todo:
+            lang, shard = unit.payload["lang"], unit.payload["shard"]
+            assert generator.process(lang, shard)["error"] == ""
+            name = generated_sum_unit(generated_variant(None), lang, shard)
+            assert encoder.unit(name, GENERATED, shard, lang, "")["error"] == ""
+    finally:
+        torch.set_num_threads(threads)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
 
 
 def most_alive_at_once(address: str) -> dict[str, int]:
@@ -197,6 +211,7 @@ def test_rehearsal_s3_run_cpu_less_head_autoscaled_gpus_a_node_lost_and_a_broken
     job = cluster.job("generate.py", config, log, "--encode")
     killed_unit, killed_node = kill_a_gpu_node_mid_unit(run, log, job)
     first = wait(job, log, 300)
+    phases = {"first job": time.monotonic() - started}
     text = log.read_text(errors="replace")
     assert first == 1, text[-4000:]
     assert "use_gpu is true and this Ray cluster has no GPU yet" in text  # it waited for the autoscaler
@@ -220,6 +235,7 @@ def test_rehearsal_s3_run_cpu_less_head_autoscaled_gpus_a_node_lost_and_a_broken
 
     log = tmp_path / "rerun.log"
     second = wait(cluster.job("generate.py", config, log, "--encode"), log, 240)
+    phases["rerun"] = time.monotonic() - started - sum(phases.values())
     assert second == 0, log.read_text(errors="replace")[-4000:]
     gen, enc = markers(run, "generate"), markers(run, "encode")
     assert set(gen) == gen_units and set(enc) == enc_units
@@ -240,6 +256,7 @@ def test_rehearsal_s3_run_cpu_less_head_autoscaled_gpus_a_node_lost_and_a_broken
     reference = make_corpus_run(rows, num_shards=SHARDS, run_dir=tmp_path / "reference")
     install_models(reference, tiny_mt5_dir, tiny_bert_dir)
     reference_run(reference, load_config(write_config(tmp_path / "ref.yaml", reference, use_gpu=False)))
+    phases["reference"] = time.monotonic() - started - sum(phases.values())
     for u in sorted(gen_units):
         got, want = run.read_dir(f"generated/{u}"), reference.read_dir(f"generated/{u}")
         assert got.num_rows == len(set(got.column("docid").to_pylist())) == want.num_rows  # every passage once
@@ -250,5 +267,6 @@ def test_rehearsal_s3_run_cpu_less_head_autoscaled_gpus_a_node_lost_and_a_broken
         a = np.stack(got.column("embedding_sum").to_numpy(zero_copy_only=False))
         b = np.stack(want.column("embedding_sum").to_numpy(zero_copy_only=False))
         assert np.abs(a - b).max() < 1e-4, u
-    print(f"rehearsal: {time.monotonic() - started:.0f} s, killed {killed_unit} on node {killed_node[:12]}, "
+    timings = ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
+    print(f"rehearsal: {time.monotonic() - started:.0f} s ({timings}), killed {killed_unit} on node {killed_node}, "
           f"failed then redone: {sorted(failed)}, most actors alive at once: {most}")
