@@ -18,17 +18,59 @@ def test_use_gpu_auto_follows_the_cluster_true_is_kept_and_says_it_waits(ray_loc
     assert "encode: use_gpu is true and this Ray cluster has no GPU yet" in caplog.text
 
 
-def test_gpu_pools_ask_for_one_actor_per_unit_or_the_configured_most_cpu_pools_per_cpu(ray_local):
-    assert make_pool(True, None, 7, "generate") == Pool(True, 7, "generate")
-    assert make_pool(True, 2, 7, "generate").size == 2
-    assert make_pool(True, 9, 3, "generate").size == 3
-    assert make_pool("auto", None, 7, "encode") == Pool(False, 1, "encode")  # 2 CPUs: one actor, one for the driver
+def test_pools_start_at_their_minimum_and_are_bounded_by_config_and_cluster_never_by_the_unit_count(
+    ray_local, monkeypatch, caplog
+):
+    import xqg.units as units
+    from xqg.config import ConfigError, EncodeConfig, GenerateConfig, load_config
+
+    # The session's local Ray: 2 CPUs, no GPU, no autoscaler.
+    assert make_pool(True, GenerateConfig(), 14_336, "generate") == Pool(True, 1, "generate", 1)  # its request brings a node
+    assert make_pool("auto", EncodeConfig(), 7, "encode") == Pool(False, 1, "encode", 1)  # 2 CPUs: one for the driver
+    assert make_pool(True, GenerateConfig(max_actors=9), 3, "generate").size == 3  # no more actors than units
+    # An autoscaler whose node types hold at most 16 GPUs and 64 CPUs (cluster.yaml's max_workers: 16).
+    capacity = {"GPU": 16, "CPU": 64}
+    monkeypatch.setattr(units, "cluster_capacity", lambda r: (capacity[r], "the autoscaler's node types"))
+    assert units.pool_bounds(1, None, True, 14_336)[:2] == (1, 16)
+    assert units.pool_bounds(1, None, False, 14_336)[:2] == (1, 64)
+    assert units.pool_bounds(4, 32, True, 14_336)[:2] == (4, 16)  # 32 configured: the cluster can never hold them
+    assert units.pool_bounds(20, None, True, 14_336)[:2] == (16, 16)
+    with caplog.at_level(logging.INFO, logger="xqg.units"):
+        pool = make_pool(True, GenerateConfig(min_actors=2, concurrency=8), 14_336, "generate")
+    assert pool == Pool(True, 8, "generate", 2)
+    assert "generate: pool of 2-8 GPU actor(s)" in caplog.text  # the planning line says the bounds
+    compute = pool.map_batches_args()["compute"]
+    assert (compute.min_size, compute.max_size, compute.initial_size) == (2, 8, 2)  # grows from its minimum
+    assert compute.max_tasks_in_flight_per_actor == 1
     gpu = Pool(True, 4).map_batches_args()
     assert gpu["num_gpus"] == 1 and "num_cpus" not in gpu
-    compute = gpu["compute"]
-    assert (compute.min_size, compute.max_size, compute.initial_size) == (1, 4, 4)
-    assert compute.max_tasks_in_flight_per_actor == 1
     assert Pool(False, 1).map_batches_args()["num_cpus"] == 1
+    # The config: concurrency is max_actors' old name; min above max and unknown keys are errors.
+    assert load_config(None, ["encode.concurrency=3"]).encode.max_actors == 3
+    with pytest.raises(ConfigError, match="min_actors"):
+        load_config(None, ["generate.min_actors=4", "generate.max_actors=2"])
+    with pytest.raises(ConfigError):
+        load_config(None, ["generate.max_actor=2"])
+
+
+def test_an_autoscaler_config_bounds_a_resource_by_its_node_types_within_the_clusters_max_workers():
+    from xqg.units import autoscaler_capacity
+
+    config = {"max_workers": 3, "head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 0}, "max_workers": 0},
+        "gpu": {"resources": {"CPU": 8, "GPU": 1}, "min_workers": 0, "max_workers": 2},
+        "cpu": {"resources": {"CPU": 16}, "min_workers": 0, "max_workers": 8},
+    }}
+    assert autoscaler_capacity(config, "GPU") == 2
+    assert autoscaler_capacity(config, "CPU") == 16 * 3  # three nodes at most: the richest type first
+    assert autoscaler_capacity({**config, "max_workers": 16}, "CPU") == 8 * 2 + 16 * 8
+    assert autoscaler_capacity({}, "GPU") == 0
+
+
+def test_cluster_capacity_is_what_the_local_cluster_holds(ray_local):
+    from xqg.units import cluster_capacity
+
+    assert cluster_capacity("CPU") == (2, "the cluster now") and cluster_capacity("GPU") == (0, "the cluster now")
 
 
 def test_pool_arguments_are_not_deprecated_in_ray_data(ray_local):

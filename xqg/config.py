@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -234,7 +235,27 @@ class TrainQGConfig(Strict):
         return bool(self.eval_files or self.eval_examples or self.eval_ratio)
 
 
-class GenerateConfig(Strict):
+class ActorPoolSettings(Strict):
+    """The actor pool of a Ray Data stage: it starts at min_actors and grows (as nodes join) up to max_actors."""
+
+    min_actors: int = Field(
+        1, ge=1, description="Actors the pool starts with and keeps (capped by max_actors); more start as nodes join."
+    )
+    max_actors: int | None = Field(
+        None, ge=1, validation_alias=AliasChoices("max_actors", "concurrency"),
+        description="Most actors (alias: concurrency). None = the most the cluster can ever hold of the pool's "
+        "resource (GPU or CPU): the autoscaler's node types x max_workers when Ray knows them, else what is up at "
+        "job start. Never more than the units to do.",
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> ActorPoolSettings:
+        if self.max_actors is not None and self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors ({self.min_actors}) is above max_actors ({self.max_actors})")
+        return self
+
+
+class GenerateConfig(ActorPoolSettings):
     """Sampling n queries per passage per language."""
 
     model: ModelRef | None = Field(None, description="None = the run's trained generator <run>/models/qg.")
@@ -254,9 +275,6 @@ class GenerateConfig(Strict):
         description="Prompt; {language} and {text} required, {title} optional. The paper's wording by default.",
     )
     batch_size: int = Field(32, ge=1, description="Passages per generation call in an actor.")
-    concurrency: int | None = Field(
-        None, ge=1, description="Most actors; None = GPU: one per unit to do (the pool grows as GPU nodes join), CPU: one per CPU."
-    )
     use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
     compute_type: Literal[
         "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32"
@@ -389,15 +407,12 @@ class SettingConfig(Strict):
         return [normalise_code(c) for c in v]
 
 
-class EncodeConfig(Strict):
+class EncodeConfig(ActorPoolSettings):
     """Encoding passages, generated queries and evaluation queries."""
 
     model: ModelRef | None = Field(None, description="None = the run's trained bi-encoder <run>/models/dr.")
     pooling: Literal["cls", "mean"] | None = Field(None, description="None = as the bi-encoder was trained.")
     batch_size: int = Field(128, ge=1, description="Texts per forward pass in an actor.")
-    concurrency: int | None = Field(
-        None, ge=1, description="Most actors; None = GPU: one per unit to do (the pool grows as GPU nodes join), CPU: one per CPU."
-    )
     use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Inference precision; auto = float32 on the CPU, bfloat16 (else float16) on a GPU."

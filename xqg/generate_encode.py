@@ -2,14 +2,18 @@
 
 One Ray Data pipeline, two actor pools: a (language, shard) unit is encoded (its queries summed per passage) as
 soon as it is generated, while the next ones are still being generated. Both stages keep their own markers and
-leases: the generate unit is marked first (its text is written, as by jobs/generate.py), then its encode unit,
-made from that generate unit's fingerprint as jobs/encode.py --target generated would make it. A unit whose
-generation fails leaves both unmarked; units generated earlier but not yet encoded are encoded afterwards.
+leases: the generate unit is marked as soon as its generate actor returns (its text is written, as by
+jobs/generate.py), while it is still being encoded: its manifest reaches the driver straight from the actor (see
+units.run_units' on_first), so a killed job loses only the units being generated. Its encode unit is marked when
+the encoder returns, made from that generate unit's fingerprint as jobs/encode.py --target generated would make
+it. A unit whose generation fails leaves both unmarked; units generated earlier but not yet encoded are encoded
+afterwards.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from xqg.config import Config
@@ -59,7 +63,7 @@ def run_generate_encode(
         for unit in enc_units.values():
             enc_runner.prepare(unit)
         assert job.pool is not None
-        enc_pool = make_pool(config.encode.use_gpu, config.encode.concurrency, max(1, len(enc_units)), ENCODE)
+        enc_pool = make_pool(config.encode.use_gpu, config.encode, max(1, len(enc_units)), ENCODE)
         enc_kwargs = {
             "run_uri": run.worker_uri, "spec": spec.to_dict(), "units": {g: u.name for g, u in enc_units.items()},
             "batch_size": config.encode.batch_size, "chunk_size": config.encode.chunk_size,
@@ -68,14 +72,26 @@ def run_generate_encode(
         }
         by_name = {u.name: u for u in job.plan.todo}
         texts = 0
+        # Each generate unit is taken (marked, or failed) once, by whichever comes first: its manifest straight from
+        # the generate actor (a driver thread; the unit's queries are written, encoding not yet done), or the row
+        # that comes out of the encoder pool. So a killed job loses only units still being generated.
+        generated_units: dict[str, bool] = {}
+        lock = threading.Lock()
+
+        def take_generated(gen_row: dict[str, Any]) -> bool:
+            gen_row = {key: _plain(v) for key, v in gen_row.items() if not key.startswith("enc_")}
+            name = str(gen_row.pop("unit"))
+            with lock:
+                if name not in generated_units:
+                    generated_units[name] = gen_runner.take(by_name[name], gen_row, job.on_result)
+                return generated_units[name]
 
         def handle(row: dict[str, Any]) -> None:
             nonlocal texts
             row = {key: _plain(v) for key, v in row.items()}
             enc_row = {key[4:]: v for key, v in row.items() if key.startswith("enc_")}
-            gen_row = {key: v for key, v in row.items() if not key.startswith("enc_")}
-            gen_unit = by_name[str(gen_row.pop("unit"))]
-            generated = gen_runner.take(gen_unit, gen_row, job.on_result)
+            gen_unit = by_name[str(row["unit"])]
+            generated = take_generated(row)
             enc_unit = enc_units.get(gen_unit.name)
             if enc_unit is None:
                 return
@@ -84,7 +100,8 @@ def run_generate_encode(
                 enc_runner.fail(enc_unit, f"generate {gen_unit.name} is not complete")
                 return
             # An encode unit owes the rows its generate unit wrote (known only now).
-            enc_unit.expected = int(gen_runner.markers()[gen_unit.name]["rows_out"])
+            with lock:
+                enc_unit.expected = int(gen_runner.markers()[gen_unit.name]["rows_out"])
             if enc_runner.take(enc_unit, enc_row, lambda u, r: {"model": spec.query_model, "pooling": spec.pooling,
                                                                  "encoder": encoder}):
                 texts += int(enc_row.get("items", 0))
@@ -92,7 +109,8 @@ def run_generate_encode(
         rows = [{"unit": u.name, **u.payload} for u in job.plan.todo]
         log.info("generate --encode: %d unit(s) to generate, %d to encode as they come", len(rows), len(enc_units))
         seconds = run_units(rows, GenerateActor, job.ctor, pool=job.pool, on_result=handle, desc=job.desc + " -> encode",
-                            rate_key="queries", rate_unit="queries", then=[(EncodeGeneratedAfter, enc_kwargs, enc_pool)])
+                            rate_key="queries", rate_unit="queries", then=[(EncodeGeneratedAfter, enc_kwargs, enc_pool)],
+                            on_first=take_generated)
         enc_runner.summary.extra["texts encoded"] = texts
         summaries = [job.close(seconds), enc_runner.close()]
     # Units generated by an earlier job (or whose encoder changed) but not encoded: the plain encode stage.

@@ -31,12 +31,13 @@ def free_port() -> int:
 class PrivateAutoscalingCluster(AutoscalingCluster):
     """Head with head_resources (no GPU), worker types that the autoscaler launches as fake nodes on demand."""
 
-    def __init__(self, head_resources: dict, worker_node_types: dict, temp_dir: str) -> None:
+    def __init__(self, head_resources: dict, worker_node_types: dict, temp_dir: str, **config_kwargs) -> None:
+        """config_kwargs: top-level autoscaler config values (e.g. idle_timeout_minutes) over the defaults below."""
         import ray
 
         self.temp_dir, self.port = temp_dir, free_port()
         self.address = f"{ray._private.services.get_node_ip_address()}:{self.port}"
-        super().__init__(head_resources, worker_node_types)
+        super().__init__(head_resources, worker_node_types, **config_kwargs)
 
     def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False, **config_kwargs):
         types = dict(worker_node_types)

@@ -36,3 +36,34 @@ def test_a_corrupt_shard_fails_its_unit_alone_and_a_rerun_redoes_exactly_it(
     assert run.done_units("generate") == {f"lang=sw/{shard_name(s)}" for s in range(3)}
     assert {u: run.read_marker("generate", u) for u in marked} == marked  # the healthy units were not redone
     assert run.read_marker("generate", bad_unit)["rows_out"] == 4
+
+
+def test_a_generator_that_fails_to_load_fails_its_units_with_the_reason_not_the_stage_and_a_rerun_completes_them(
+    ray_local, tiny_mt5_dir, make_corpus_run, demo_passage_rows, capsys, tmp_path
+):
+    import shutil
+
+    from xqg.cli import run_job
+    from xqg.commands import get_command
+
+    run = make_corpus_run(demo_passage_rows[:8], num_shards=2)
+    model = tmp_path / "mt5"
+    shutil.copytree(tiny_mt5_dir, model)
+    weights = model / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:1000])  # a half-copied checkpoint: every actor's load raises
+    job = get_command("generate")
+    argv = ["--set", f"run_dir={run.uri}", "--set", f"generate.model={model}", "--set", "generate.backend=hf",
+            "--set", "generate.num_queries=1", "--set", "generate.max_new_tokens=4", "--set", "languages=[sw]"]
+
+    assert run_job("generate", job.run, job.add_arguments, argv=argv) == 1  # the stage ends, naming its units
+    out = capsys.readouterr().out
+    assert run.done_units("generate") == set()
+    assert "2 unit(s) left unmarked" in out
+    for s in range(2):
+        reason = out.split(f"lang=sw/{shard_name(s)}: ", 1)[1].splitlines()[0]
+        assert "could not start after 3 attempts" in reason and "safetensor" in reason.lower(), reason
+
+    weights.write_bytes(original)
+    assert run_job("generate", job.run, job.add_arguments, argv=argv) == 0
+    assert run.done_units("generate") == {f"lang=sw/{shard_name(s)}" for s in range(2)}

@@ -37,3 +37,48 @@ def test_streamed_units_are_generated_written_encoded_and_marked_as_the_two_stag
         assert run.read_marker("encode", f"generated/{u}")["inputs"]["input"] == run.read_marker("generate", u)["fingerprint"]
     again = run_encode(config, "generated", ["sw"])  # the plain encode stage sees them complete and current
     assert again.units_done == 0 and again.units_skipped == 2 and again.units_stale == 0
+
+
+@pytest.mark.slow
+def test_a_generate_unit_is_marked_when_its_queries_are_written_not_when_encoded_and_a_kill_loses_no_generation(
+    tmp_path, tiny_mt5_dir, tiny_bert_dir, make_corpus_run, demo_passage_rows, ray_local, ray_address
+):
+    import time
+
+    import yaml
+
+    from processes import kill_job, start_job_on, wait_for, wait_until_cluster_idle
+
+    shards = 4
+    run = make_corpus_run(demo_passage_rows[:shards * 6], num_shards=shards, run_dir=tmp_path / "run")
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "run_dir": run.uri, "languages": ["sw"],
+        "generate": {"model": tiny_mt5_dir, "backend": "hf", "num_queries": 2, "max_new_tokens": 5, "max_actors": 1},
+        "encode": {"model": tiny_bert_dir, "max_actors": 1},
+    }))
+    units = {f"lang=sw/{shard_name(s)}" for s in range(shards)}
+    log, held = tmp_path / "killed.log", tmp_path / "held"
+    # The driver stops for good before it marks the first encode unit: encoding never completes in this job.
+    proc = start_job_on(ray_address, "generate.py", config_path, log, "--encode", hold=("encode", 1, held))
+    try:
+        wait_for(held.exists, proc, log, "the hold before marking the first encode unit", timeout=240)
+        deadline = time.monotonic() + 180
+        while run.done_units("generate") != units and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        kill_job(proc)
+    # Every generate unit was marked while no encode unit could be: marking does not wait for encoding.
+    assert run.done_units("generate") == units, log.read_text()[-3000:]
+    assert run.done_units("encode") == set()
+    generated = {u: run.read_marker("generate", u) for u in units}
+    wait_until_cluster_idle(ray_local)
+
+    config = load_config(config_path)
+    from xqg.generate_encode import run_generate_encode
+
+    summaries = run_generate_encode(config)  # the rerun: nothing is generated again, everything is encoded
+    assert all(s.ok for s in summaries), [s.render() for s in summaries]
+    assert summaries[0].units_done == 0 and summaries[0].units_skipped == shards
+    assert {u: run.read_marker("generate", u) for u in units} == generated  # not redone: the same markers
+    assert run.done_units("encode") == {f"generated/{u}" for u in units}

@@ -16,7 +16,9 @@ from xqg.encode.vectors import vector_column
 from xqg.models.encoder import Encoder, chunks, tokenize_passages, tokenize_queries
 from xqg.layout import ENCODE, GENERATED, PART, PASSAGES, QUERIES, corpus_dir, embeddings_dir, generated_dir, query_set_dir
 from xqg.rundir import RunDir
-from xqg.units import actor_device_or_refusal, failed_manifest, fake_gpu_pause, torch_device, where
+from xqg.units import (
+    actor_device_or_refusal, failed_manifest, fake_gpu_pause, refuse_unit, start_or_refusal, torch_device, where,
+)
 
 STAGE = ENCODE
 
@@ -61,8 +63,9 @@ class EncodeActor:
         self.device, self.unusable = actor_device_or_refusal(use_gpu)  # cuda only in an actor given a GPU
         if self.unusable is not None:
             return
-        for side in preload:  # load up front, so a unit's seconds are its own work
-            self.encoder(side)
+        # Load up front, so a unit's seconds are its own work; a model that does not load is retried, then costs
+        # this actor's units (each fails with the reason), not the stage.
+        _, self.unusable = start_or_refusal(STAGE, lambda: [self.encoder(side) for side in preload])
 
     def encoder(self, side: str) -> Encoder:
         """The passage or query encoder, loaded on first use (once: a shared encoder serves both sides)."""
@@ -91,7 +94,7 @@ class EncodeActor:
         tail = {**self.where, "device": self.device, "error": ""}
         try:
             if self.unusable is not None:
-                raise self.unusable
+                refuse_unit(self.unusable)
             if target == PASSAGES:
                 info = self.encode_passages(unit, shard)
             elif target == QUERIES:

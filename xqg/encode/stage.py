@@ -141,7 +141,7 @@ def run_encode(
     if not plan.todo:
         return runner.close()
     run.write_config(config, ENCODE)
-    pool = make_pool(config.encode.use_gpu, config.encode.concurrency, len(plan.todo), ENCODE)
+    pool = make_pool(config.encode.use_gpu, config.encode, len(plan.todo), ENCODE)
     per_target: dict[str, dict[str, int]] = {}
 
     def on_result(unit: Unit, row: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,9 @@ from xqg.generate.backends import SamplingSettings, backend_class
 from xqg.generate.unit import generate_unit
 from xqg.layout import GENERATE, PART, corpus_dir, generated_dir, generated_unit
 from xqg.rundir import RunDir
-from xqg.units import actor_device_or_refusal, failed_manifest, fake_gpu_pause, torch_device, where
+from xqg.units import (
+    actor_device_or_refusal, failed_manifest, fake_gpu_pause, refuse_unit, start_or_refusal, torch_device, where,
+)
 
 STAGE = GENERATE
 PROGRESS_EVERY_S = 30.0  # a unit (a shard of a large corpus) can take an hour: say how far it got
@@ -42,9 +44,6 @@ class GenerateActor:
 
         self.run = RunDir(run_uri)
         cls = backend_class(backend)
-        # "run:" refs (a non-local run) become this node's local copies before anything loads them.
-        model_path = localize(model_path, self.run)
-        prepared = cls.localize_kwargs(prepared, self.run)
         # Ray sets OMP_NUM_THREADS to the CPUs it gave this actor; use exactly those for the math libraries.
         threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or None
         self.template, self.seed, self.batch_size = template, seed, batch_size
@@ -52,17 +51,26 @@ class GenerateActor:
         self.device, self.unusable = actor_device_or_refusal(use_gpu)  # cuda only in an actor given a GPU
         if self.unusable is not None:
             return
-        self.backend = cls(
-            model_path, SamplingSettings(**sampling), device=torch_device(self.device),
-            compute_type=compute_type, trust_remote_code=trust_remote_code, threads=threads, **prepared,
-        )
+        # A model that does not load is retried, then costs this actor's units (each fails with the reason), not
+        # the stage: an exception escaping __init__ would end the whole Ray Data pipeline.
+        def load() -> Any:
+            # "run:" refs (a non-local run) become this node's local copies before anything loads them.
+            local = cls.localize_kwargs(prepared, self.run)
+            return cls(
+                localize(model_path, self.run), SamplingSettings(**sampling), device=torch_device(self.device),
+                compute_type=compute_type, trust_remote_code=trust_remote_code, threads=threads, **local,
+            )
+
+        self.backend, self.unusable = start_or_refusal(STAGE, load)
 
     def process(self, lang: str, shard: int) -> dict[str, Any]:
         """Generate one unit, replacing any partial output of an earlier try; return its manifest."""
         if self.unusable is not None:
-            raise self.unusable
+            refuse_unit(self.unusable)
         started = time.perf_counter()
         unit = generated_unit(lang, shard)
+        # Which node works on which unit, in the driver's log (Ray forwards it): a lost node's units can be named.
+        print(f"xqg: generate {unit} started on node {self.where['node']} by actor {self.where['actor']}", flush=True)
         out_dir = generated_dir(lang, shard)
         self.run.remove(out_dir)
         passages = self.run.read_dir(corpus_dir(shard), columns=["docid", "title", "text"])

@@ -121,12 +121,11 @@ def start_generate(config: Config, languages: list[str] | None = None, shards: s
     if not plan.todo:
         return job
     run.write_config(config.model_copy(update={"languages": langs}), GENERATE)
-    job.pool = make_pool(gen.use_gpu, gen.concurrency, len(plan.todo), GENERATE)
+    job.pool = make_pool(gen.use_gpu, gen, len(plan.todo), GENERATE)
     use_gpu = job.pool.use_gpu
     extra = prepare_backend(config.generate, run, model_path, use_gpu)
-    log.info("generate: %d units to do (%d complete, %d stale), up to %d %s actor(s), backend %s, model %s",
-             len(plan.todo), len(plan.done), len(plan.stale), job.pool.size, "GPU" if use_gpu else "CPU", gen.backend,
-             model_path)
+    log.info("generate: %d units to do (%d complete, %d stale), a pool of %s, backend %s, model %s",
+             len(plan.todo), len(plan.done), len(plan.stale), job.pool.describe(), gen.backend, model_path)
     job.ctor = dict(
         run_uri=run.worker_uri, model_path=model_path, backend=gen.backend,
         sampling=asdict(SamplingSettings.from_config(gen)), template=gen.template, seed=gen.seed,
