@@ -240,6 +240,26 @@ def test_a_waiting_stage_says_what_it_waits_for(caplog):
     assert "5 of 8 unit(s)" in line and "3.0 GiB memory + 1 GPU" in line and line in caplog.text
 
 
+def test_a_stage_blocked_in_a_stream_says_what_it_waits_for_until_it_moves(caplog):
+    import threading
+    import time
+
+    from xqg.tasks import WaitLog
+
+    w, stop = WaitLog("generate", num_gpus=1, memory=0, every_s=0.3), threading.Event()
+    thread = w.watch(lambda: 7, 9, stop)
+    time.sleep(1.0)  # nothing finishes: a line at every interval
+    said = caplog.text.count("generate: 7 of 9 unit(s) not finished")
+    assert said >= 2 and "Each asks 1 GPU" in caplog.text
+    for _ in range(10):  # units finish faster than the interval: silence
+        w.progress()
+        time.sleep(0.1)
+    assert caplog.text.count("generate: 7 of 9 unit(s) not finished") <= said + 1
+    stop.set()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+
+
 def test_setup_on_a_set_up_node_installs_nothing(tmp_path):
     assert run_setup(tmp_path).returncode == 0
     done = installs(tmp_path)

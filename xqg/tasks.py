@@ -9,6 +9,7 @@ marks. Ray's scheduler then never packs more of them on a node than its memory h
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -122,8 +123,22 @@ class WaitLog:
         except Exception:  # noqa: BLE001 - only for the message
             now = "cluster resources unknown"
         gpu = f" + {self.num_gpus:g} GPU" if self.num_gpus else ""
+        asks = f"up to {self.memory / 2**30:.1f} GiB memory{gpu}" if self.memory else f"1 {'GPU' if self.num_gpus else 'CPU'}"
         line = (f"{self.desc}: {pending} of {total} unit(s) not finished; no unit finished for {waited / 60:.0f} min. "
-                f"Each asks up to {self.memory / 2**30:.1f} GiB memory{gpu}; {now}. Waiting for workers that "
+                f"Each asks {asks}; {now}. Waiting for workers that "
                 f"can run them (autoscaler: `ray status` on the head says what it is starting)")
         log.warning("%s", line)
         return line
+
+    def watch(self, pending: Callable[[], int], total: int, stop: threading.Event) -> threading.Thread:
+        """A daemon thread that says the waiting line whenever a minute passes without progress, until stop is set
+        (for loops that block inside a streaming iterator, such as the Ray Data actor pools)."""
+
+        def run() -> None:
+            while not stop.wait(self.timeout()):
+                if time.monotonic() - self.since >= self.every_s * 0.99:
+                    self.say(pending(), total)
+
+        thread = threading.Thread(target=run, name=f"xqg-wait-{self.desc}", daemon=True)
+        thread.start()
+        return thread

@@ -451,11 +451,18 @@ def run_units(
 
         drain = threading.Thread(target=drain_tap, name="xqg-first-pool-results", daemon=True)
         drain.start()
-    total = 0
+    total, finished = 0, 0
+    from xqg.tasks import WaitLog
+
+    # GPU nodes that never come (spot capacity, quotas) must not look like a job that hangs.
+    waiting = WaitLog(desc, num_gpus=1 if pool.use_gpu else 0, memory=0)
+    waiting.watch(lambda: len(units) - finished, len(units), stop)
     try:
         with tqdm(total=len(units), desc=desc, unit="unit", dynamic_ncols=True) as bar:
             for row in ds.iter_rows():
                 on_result(row)
+                finished += 1
+                waiting.progress()
                 total += int(row.get(rate_key, 0) or 0)
                 elapsed = time.perf_counter() - start
                 bar.set_postfix_str(f"{total:,} {rate_unit}, {total / max(elapsed, 1e-9):,.1f} {rate_unit}/s")
