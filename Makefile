@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 EXTRAS ?= test
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test test-fast clean-demo
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -25,6 +25,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Unit and single-process tests, no Ray cluster started: for iterating (CI runs `make test`, everything).
+test-fast: install
+	$(BIN)/python -m pytest -m "not ray"
 
 clean-demo:
 	rm -rf runs/demo

@@ -1,27 +1,15 @@
-"""Encode passages, generated queries (one summed vector per passage and language) and query sets."""
+"""Encode passages, generated queries (one summed vector per passage and language) and query sets.
+
+A thin entry point for `ray job submit --working-dir . -- python jobs/encode.py --config FILE [...]`: the same
+arguments and exit statuses as `xqg encode` (xqg/commands.py).
+"""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the working dir's xqg, installed or not
 
-from xqg.cli import parse_languages, parse_shards, run_job  # noqa: E402
-
-
-def add_arguments(p):
-    p.add_argument("--target", choices=["passages", "generated", "queries", "all"], default="all")
-    p.add_argument("--languages", help="generated target: only these languages, e.g. ar,fi")
-    p.add_argument("--shards", help="only these corpus shards, e.g. 0-9,12")
-    p.add_argument("--num-queries", type=int, help="generated target: first k queries of each list (embeddings/generated-k{k})")
-
-
-def stage(config, args):
-    from xqg.encode import run_encode
-
-    if args.num_queries is not None:
-        config.encode.num_queries = args.num_queries
-    return run_encode(config, args.target, parse_languages(args.languages), parse_shards(args.shards))
-
+from xqg.cli import job_main  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(__doc__, stage, add_arguments))
+    raise SystemExit(job_main("encode"))

@@ -1,12 +1,15 @@
-"""Score the baseline and +xQG runs (R@2kt / R@5kt, significance) and write the report."""
+"""Score the baseline and +xQG runs (R@2kt / R@5kt, significance) and write the report.
+
+A thin entry point for `ray job submit --working-dir . -- python jobs/evaluate.py --config FILE [...]`: the same
+arguments and exit statuses as `xqg evaluate` (xqg/commands.py).
+"""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the working dir's xqg, installed or not
 
-from xqg.cli import run_job  # noqa: E402
-from xqg.evaluate.stage import run_evaluate  # noqa: E402
+from xqg.cli import job_main  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(__doc__, lambda config, args: run_evaluate(config), needs_ray=False))
+    raise SystemExit(job_main("evaluate"))

@@ -1,21 +1,15 @@
 """Fuse passage embeddings with their generated-query sums: e'(p) = (1 - alpha) e(p) + alpha sum_q e(q).
 
-With tune.query_set configured, also the tuned fused set ('<fuse name>-tuned', the fusion jobs/tune.py chose).
+A thin entry point for `ray job submit --working-dir . -- python jobs/fuse.py --config FILE [...]`: the same
+arguments and exit statuses as `xqg fuse` (xqg/commands.py).
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the working dir's xqg, installed or not
 
-from xqg.cli import run_job  # noqa: E402
-
-
-def stage(config, args):
-    from xqg.fuse import run_fuse_sets
-
-    return run_fuse_sets(config)
-
+from xqg.cli import job_main  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(__doc__, stage))
+    raise SystemExit(job_main("fuse"))

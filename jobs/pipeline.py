@@ -1,25 +1,15 @@
-"""Run the whole xQG pipeline (ingest -> ... -> evaluate) for a config; complete stages are skipped."""
+"""Run the whole xQG pipeline (ingest -> ... -> evaluate) for a config; complete stages are skipped.
+
+A thin entry point for `ray job submit --working-dir . -- python jobs/pipeline.py --config FILE [...]`: the same
+arguments and exit statuses as `xqg run` (xqg/commands.py).
+"""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the working dir's xqg, installed or not
 
-from xqg.cli import run_job  # noqa: E402
-from xqg.pipeline import STAGES, run_pipeline  # noqa: E402
-
-
-def add_arguments(parser):
-    """--from STAGE starts there; --only STAGE[,STAGE] runs just those."""
-    parser.add_argument("--from", dest="start", choices=STAGES, help="run this stage and every later one")
-    parser.add_argument("--only", help=f"comma-separated stages to run, of: {','.join(STAGES)}")
-
-
-def main(config, args):
-    """Run the selected stages; the per-stage summaries print as they finish, the overall one at the end."""
-    only = [s.strip() for s in args.only.split(",")] if args.only else None
-    return run_pipeline(config, start=args.start, only=only)[-1]
-
+from xqg.cli import job_main  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(__doc__, main, add_arguments))
+    raise SystemExit(job_main("run"))

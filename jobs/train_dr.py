@@ -1,15 +1,15 @@
 """Contrastive fine-tuning of the bi-encoder (xDR) on Ray Train; resumes from its checkpoints.
 
-    python jobs/train_dr.py --config configs/demo.yaml [--set train_dr.epochs=2 ...]
+A thin entry point for `ray job submit --working-dir . -- python jobs/train_dr.py --config FILE [...]`: the same
+arguments and exit statuses as `xqg train_dr` (xqg/commands.py).
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the working dir's xqg, installed or not
 
-from xqg.cli import run_job  # noqa: E402
-from xqg.train.dr import run_train_dr  # noqa: E402
+from xqg.cli import job_main  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(__doc__.splitlines()[0], lambda config, args: run_train_dr(config)))
+    raise SystemExit(job_main("train_dr"))

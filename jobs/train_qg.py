@@ -1,15 +1,15 @@
 """Fine-tuning of the cross-lingual query generator (mT5) on Ray Train; resumes from its checkpoints.
 
-    python jobs/train_qg.py --config configs/demo.yaml [--set train_qg.epochs=2 ...]
+A thin entry point for `ray job submit --working-dir . -- python jobs/train_qg.py --config FILE [...]`: the same
+arguments and exit statuses as `xqg train_qg` (xqg/commands.py).
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the working dir's xqg, installed or not
 
-from xqg.cli import run_job  # noqa: E402
-from xqg.train.qg import run_train_qg  # noqa: E402
+from xqg.cli import job_main  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(__doc__.splitlines()[0], lambda config, args: run_train_qg(config)))
+    raise SystemExit(job_main("train_qg"))

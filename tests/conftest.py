@@ -157,5 +157,10 @@ def make_corpus_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run `e2e` tests last: they shut down the session's in-process Ray and start a `ray start` cluster."""
+    """Mark every test that starts Ray `ray` (the fast tier leaves them out); run `e2e` tests last: they shut down
+    the session's in-process Ray and start a `ray start` cluster."""
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()) or item.get_closest_marker("slow") \
+                or item.get_closest_marker("e2e") or "cluster" in item.path.parent.name:
+            item.add_marker(pytest.mark.ray)
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

@@ -88,3 +88,88 @@ def test_bad_override_syntax() -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_shipped_configs_validate(name: str) -> None:
     load_config(REPO / "configs" / name)
+
+
+# ---- values that must not be taken silently (issue #25) --------------------------------------------------------
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("generate.num_queries=true", "--set generate.num_queries: expected an integer, got a boolean (true)"),
+        ("corpus.num_shards=2.0", "--set corpus.num_shards: expected an integer, got 2.0"),
+        ("evaluate.kt=[2, 5.0]", "--set evaluate.kt: expected an integer, got 5.0"),
+        ("train_qg.max_steps=false", "--set train_qg.max_steps: expected an integer, got a boolean (false)"),
+        ("fuse.alpha=true", "--set fuse.alpha: expected a number, got a boolean (true)"),
+        ("generate.temperature=inf", "--set generate.temperature: Input should be a finite number"),
+        ("generate.temperature=.nan", "--set generate.temperature: Input should be a finite number"),
+        ("train_dr.lr=.inf", "--set train_dr.lr: Input should be a finite number"),
+        ("fuse.alpha=nan", "--set fuse.alpha: Input should be a finite number"),
+    ],
+)
+def test_numbers_are_not_cast_and_must_be_finite(override: str, line: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == line
+
+
+def test_plain_numbers_still_load() -> None:
+    c = load_config(None, ["generate.num_queries=3", "fuse.alpha=1", "train_dr.lr=1e-5", "generate.temperature=0.7"])
+    assert (c.generate.num_queries, c.fuse.alpha, c.train_dr.lr, c.generate.temperature) == (3, 1.0, 1e-5, 0.7)
+    assert isinstance(c.fuse.alpha, float)  # an int for a float field is exact: taken
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["queries.0.path=x"], "--set queries.0.path: index 0 is out of range: queries has 0 item(s)"),
+        (["languages.7=sw"], "--set languages.7: index 7 is out of range: languages has 7 item(s)"),
+        (["queries=[{name: dev, path: d.jsonl}]", "queries.1.name=x"], "index 1 is out of range: queries has 1 item(s)"),
+        (["queries.name=dev"], "--set queries.name: queries is a list: address its items by index, e.g. queries.0.name"),
+        (["languages.first=sw"], "--set languages.first: languages is a list"),
+        (["queries=[{name: dev, path: d.jsonl}]", "queries.0.path.x=1"], "queries.0.path: Input should be a valid string"),
+    ],
+)
+def test_set_into_a_list_out_of_range_or_by_key_is_a_config_error(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value)
+
+
+def test_set_a_list_item_by_index() -> None:
+    assert load_config(None, ["languages.0=sw"]).languages == ["sw", "bn", "fi", "ja", "ko", "ru", "te"]
+    c = load_config(None, ["queries=[{name: dev, path: d.jsonl}]", "queries.0.path=e.jsonl"])
+    assert c.queries[0].path == "e.jsonl"
+
+
+def test_config_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "latin1.yaml"
+    cfg.write_bytes("run_dir: runs/caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert str(err.value) == f"config {cfg} is not UTF-8 text (byte 17: b'\\xe9'): save it as UTF-8"
+
+
+def test_errors_are_one_line_per_key_naming_where_each_came_from(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("generate:\n  num_queries: true\ncorpus:\n  num_shards: 2.0\n  paht: x\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, ["fuse.alpha=2"])
+    assert str(err.value).splitlines() == [  # no header line: each line says what and where on its own
+        f"{cfg}: corpus.num_shards: expected an integer, got 2.0",
+        f"{cfg}: corpus.paht: unknown key",
+        f"{cfg}: generate.num_queries: expected an integer, got a boolean (true)",
+        "--set fuse.alpha: Input should be less than or equal to 1",
+    ]
+
+
+def test_a_scratch_model_error_is_not_doubled_by_the_string_branch() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train_dr.model.scratch=bert", "train_dr.model.d_model=true"])
+    assert str(err.value) == "--set train_dr.model.d_model: expected an integer, got a boolean (true)"
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path: Path) -> None:
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("languages: [ar, fi\nrun_dir: x\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert str(err.value) == f"config {cfg} is not valid YAML: expected ',' or ']', but got ':' at line 2, column 8"

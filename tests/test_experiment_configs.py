@@ -40,7 +40,7 @@ def generator_of(config: Config) -> object:
 # ---- 1. compute types: no float16 with mT5 ------------------------------------------------------------------
 
 def test_mt5_generator_runs_in_bfloat16(experiment: Config) -> None:
-    from xqg.generate.backends.base import is_t5_family
+    from xqg.models.family import is_t5_family
 
     assert is_t5_family(generator_of(experiment))  # mT5-base, trained or ielabgroup's released one
     assert experiment.generate.compute_type in ("bfloat16", "int8_bfloat16", "float32", "auto")
@@ -88,7 +88,7 @@ def _model_folder(root: Path, name: str, model_type: str) -> str:
 
 
 def test_a_folders_config_json_names_the_family(tmp_path: Path) -> None:
-    from xqg.generate.backends.base import is_t5_family
+    from xqg.models.family import is_t5_family
 
     hidden_mt5 = _model_folder(tmp_path, "my-generator", "mt5")  # nothing in the name says mT5
     not_t5 = _model_folder(tmp_path, "t5-named-llama", "llama")
@@ -217,7 +217,7 @@ def test_generator_is_fine_tuned_as_dsi_qg_step_one(experiment: Config) -> None:
 # ---- the vLLM route: a decoder-only generator, everything else the supervised mBERT setting ---------------------
 
 def test_the_vllm_route_config_differs_from_the_mbert_setting_only_in_its_generator() -> None:
-    from xqg.generate.backends.base import guess_encoder_decoder, is_t5_family
+    from xqg.models.family import guess_encoder_decoder, is_t5_family
 
     route, mbert = load_config(REPO / "configs" / "qwen_vllm.yaml"), load_experiment("xor_tydi_mbert")
     assert route.generate.backend == "vllm" and route.train_qg.model == "Qwen/Qwen2.5-0.5B"

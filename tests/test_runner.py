@@ -140,6 +140,19 @@ def test_a_unit_that_does_not_add_up_stays_unmarked_and_fails_the_stage(tmp_path
     assert summary.units_failed == 2 and not summary.ok and "a: read 9 rows, its input holds 10" in summary.message
 
 
+def test_rows_lost_between_in_and_out_leave_the_unit_unmarked(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    runner = StageRunner(run, "fuse")
+    lost, miswritten, good = Unit("lost", {"x": 1}), Unit("miswritten", {"x": 1}), Unit("good", {"x": 1})
+    assert not runner.finish(lost, rows_in=10, rows_out=7, rejected=2)  # one row neither out nor rejected
+    assert not runner.finish(miswritten, rows_in=5, rows_out=5, rejected=0, written=4)  # the file holds fewer rows
+    assert runner.finish(good, rows_in=5, rows_out=4, rejected=1, written=4)
+    summary = runner.close()
+    assert run.done_units("fuse") == {"good"} and summary.units_failed == 2
+    assert "lost: 10 in != 7 out + 2 rejected" in summary.message
+    assert "miswritten: 4 rows written, 5 reported" in summary.message
+
+
 def test_run_local_prepares_each_unit_and_goes_on_after_a_failure(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     run.write_text("out/a/stale.txt", "from an earlier try")

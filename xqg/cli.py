@@ -11,15 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from xqg.config import Config, ConfigError, load_config
-from xqg.lease import LeaseHeldError
 from xqg.summary import StageSummary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with --config and repeatable --set key=value."""
-    p = argparse.ArgumentParser(description=description)
+def base_parser(description: str, add_help: bool = True) -> argparse.ArgumentParser:
+    """An argument parser with --config, --keep-stale and repeatable --set key=value."""
+    p = argparse.ArgumentParser(description=description, add_help=add_help)
     p.add_argument("--config", "-c", help="YAML config file (defaults when omitted)")
     p.add_argument(
         "--keep-stale", action="store_true",
@@ -30,36 +29,6 @@ def base_parser(description: str) -> argparse.ArgumentParser:
         help="override a config key, e.g. --set generate.num_queries=3 (repeatable)",
     )
     return p
-
-
-def parse_languages(value: str | None) -> list[str] | None:
-    """'sw,id' -> ['sw', 'id'] (normalised); None stays None."""
-    if value is None:
-        return None
-    from xqg.languages import normalise_code
-
-    try:
-        return [normalise_code(c) for c in value.split(",") if c.strip()]
-    except ValueError as e:
-        raise ConfigError(f"--languages: {e}") from None
-
-
-def parse_shards(value: str | None) -> set[int] | None:
-    """'0-9,12' -> {0..9, 12}; None stays None."""
-    if value is None:
-        return None
-    out: set[int] = set()
-    try:
-        for part in value.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                out.update(range(int(lo), int(hi) + 1))
-            elif part:
-                out.add(int(part))
-    except ValueError:
-        raise ConfigError(f"--shards expects ranges like 0-9,12, got {value!r}") from None
-    return out
 
 
 def check_run_dir(run_dir: str) -> None:
@@ -88,6 +57,53 @@ def init_ray(config: Config) -> None:
     ctx.print_on_execution_start = False
 
 
+def run_stage(
+    args: argparse.Namespace,
+    stage: Callable[[Config, argparse.Namespace], StageSummary | list[StageSummary]],
+    needs_ray: bool = True,
+) -> int:
+    """Load the config named by parsed arguments, connect to Ray, run the stage, print its summary; the exit status.
+
+    0 done; 1 a unit failed or the stage raised; 2 a config or usage error; 3 rows did not add up; 4 another job
+    holds the stage's lease on this run directory.
+    """
+    from xqg.lease import LeaseHeldError  # here, not at the top: `xqg --help` loads no pyarrow
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config, args.overrides)
+        if args.keep_stale:
+            config.keep_stale = True
+        check_run_dir(config.run_dir)
+        if needs_ray:
+            init_ray(config)
+        result = stage(config, args)
+    except ConfigError as e:
+        print_error(e)
+        return 2
+    except LeaseHeldError as e:  # another job is running this stage on this run directory
+        print_error(e)
+        return 4
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print_error(e)
+        return 1
+    except Exception:  # noqa: BLE001 - the job's exit code must say it failed, with the traceback
+        traceback.print_exc()
+        return 1
+    summaries = result if isinstance(result, list) else [result]
+    for s in summaries:
+        print(s.render())
+    if not all(s.balanced for s in summaries):
+        return 3
+    return 0 if all(s.ok for s in summaries) else 1
+
+
+def print_error(error: BaseException) -> None:
+    """Each line of an error message as its own 'error: ...' line on stderr (one line per bad config key)."""
+    for line in str(error).splitlines() or [""]:
+        print(f"error: {line}", file=sys.stderr)
+
+
 def run_job(
     description: str,
     stage: Callable[[Config, argparse.Namespace], StageSummary | list[StageSummary]],
@@ -99,31 +115,45 @@ def run_job(
     parser = base_parser(description)
     if add_arguments:
         add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_config(args.config, args.overrides)
-        if args.keep_stale:
-            config.keep_stale = True
-        check_run_dir(config.run_dir)
-        if needs_ray:
-            init_ray(config)
-        result = stage(config, args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except LeaseHeldError as e:  # another job is running this stage on this run directory
-        print(f"error: {e}", file=sys.stderr)
-        return 4
-    except (FileNotFoundError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except Exception:  # noqa: BLE001 - the job's exit code must say it failed, with the traceback
-        traceback.print_exc()
-        return 1
-    summaries = result if isinstance(result, list) else [result]
-    for s in summaries:
-        print(s.render())
-    if not all(s.balanced for s in summaries):
-        return 3
-    return 0 if all(s.ok for s in summaries) else 1
+    return run_stage(parser.parse_args(argv), stage, needs_ray)
+
+
+def job_main(name: str, argv: list[str] | None = None) -> int:
+    """jobs/<name>.py: the registered command's arguments without the subcommand word (for `ray job submit`)."""
+    from xqg.commands import get_command
+
+    command = get_command(name)
+    return run_job(command.help, command.run, command.add_arguments, command.needs_ray, argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`xqg <command> ...`: one subcommand per registered command, each with the shared options and its selectors."""
+    from xqg.commands import COMMANDS
+
+    parser = argparse.ArgumentParser(
+        prog="xqg",
+        description="Cross-lingual query generation for dense retrieval, as batch jobs on Ray. "
+        "Exit status: 0 done, 1 a unit or the stage failed, 2 config or usage error, 3 rows do not add up, "
+        "4 another job holds the stage on this run directory.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for command in COMMANDS.values():
+        p = sub.add_parser(
+            command.name, aliases=list(command.aliases), help=command.help, description=command.help,
+            parents=[base_parser(command.help, add_help=False)],
+        )
+        if command.add_arguments:
+            command.add_arguments(p)
+        p.set_defaults(_command=command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `xqg` console script: `xqg <stage> --config FILE [--set key=value ...] [selectors]`, or `xqg run`."""
+    args = build_parser().parse_args(argv)
+    command = args._command
+    return run_stage(args, command.run, command.needs_ray)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from xqg.languages import PAPER_LANGUAGES, normalise_code
 from xqg.names import check_name
@@ -18,10 +29,47 @@ class ConfigError(ValueError):
     """A config file or override that does not validate; the message names the key."""
 
 
-class Strict(BaseModel):
-    """Base for every section: unknown keys are errors, assignments are validated."""
+def _number_kind(annotation: Any) -> tuple[type | None, bool]:
+    """(int or float, whether a list of them) for a field typed int, float, X | None or list[X]; (None, False) else."""
+    if annotation in (int, float):
+        return annotation, False
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is list and args and args[0] in (int, float):
+        return args[0], True
+    if origin in (typing.Union, types.UnionType):
+        kinds = {_number_kind(a) for a in args if a is not type(None)}
+        if len(kinds) == 1:
+            return kinds.pop()
+    return None, False
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+def _refuse_cast(value: Any, kind: type) -> None:
+    """A ValueError for a value pydantic's lax mode would quietly cast: true -> 1, 2.0 -> 2, false -> 0.0."""
+    if isinstance(value, bool):
+        expected = "an integer" if kind is int else "a number"
+        raise ValueError(f"expected {expected}, got a boolean ({str(value).lower()})")
+    if kind is int and isinstance(value, float):
+        raise ValueError(f"expected an integer, got {value!r}")
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, assignments are validated, numbers are not cast.
+
+    An int field takes no boolean or float (`num_queries: true` is not 1, `num_shards: 2.0` is not 2), a float
+    field no boolean, and no float is infinite or NaN (allow_inf_nan: no option here means anything by them).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_cast(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        kind, is_list = _number_kind(field.annotation) if field is not None else (None, False)
+        if kind is not None:
+            for item in value if is_list and isinstance(value, list) else [value]:
+                _refuse_cast(item, kind)
+        return value
 
 
 class ScratchModel(Strict):
@@ -30,13 +78,17 @@ class ScratchModel(Strict):
     mt5: a seq2seq generator; bert: a bi-encoder; llama: a decoder-only (causal LM) generator.
     """
 
-    scratch: Literal["mt5", "bert", "llama"]
-    vocab_size: int = Field(4000, ge=100)
-    d_model: int = Field(64, ge=8)
-    num_layers: int = Field(2, ge=1)
-    num_heads: int = Field(4, ge=1)
-    d_ff: int = Field(128, ge=8)
-    max_length: int = Field(512, ge=16)
+    scratch: Literal["mt5", "bert", "llama"] = Field(
+        description="Architecture to build: mt5 (seq2seq generator), bert (bi-encoder), llama (decoder-only generator)."
+    )
+    vocab_size: int = Field(
+        4000, ge=100, description="Tokenizer vocabulary trained on the run's text; small, as the demo's text is small."
+    )
+    d_model: int = Field(64, ge=8, description="Hidden size; tiny so that the demo trains on a CPU in minutes.")
+    num_layers: int = Field(2, ge=1, description="Transformer layers (each of encoder and decoder for mt5).")
+    num_heads: int = Field(4, ge=1, description="Attention heads per layer.")
+    d_ff: int = Field(128, ge=8, description="Feed-forward inner size.")
+    max_length: int = Field(512, ge=16, description="Longest input in tokens (position embeddings of bert and llama).")
     dropout: float = Field(
         0.1, ge=0, lt=1, description="Dropout of the built mt5 / bert (transformers' default 0.1); llama has none."
     )
@@ -44,7 +96,7 @@ class ScratchModel(Strict):
         default_factory=list,
         description="Files to train the tokenizer on; empty = the run's corpus, query sets and training files.",
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the random initial weights: the same spec builds the same model.")
 
     def fingerprint(self) -> str:
         """Short stable hash naming the built model folder."""
@@ -75,17 +127,29 @@ USE_GPU_HELP = (
 class CorpusConfig(Strict):
     """The passage collection to ingest."""
 
-    path: str | None = None
-    format: Literal["auto", "dpr_tsv", "jsonl", "parquet", "xquad"] = "auto"
-    num_shards: int = Field(16, ge=1, le=99999)
+    path: str | None = Field(
+        None, description="The passage collection: a local path or URI (s3://, gs://, ...); .gz/.bz2/.zst decompressed."
+    )
+    format: Literal["auto", "dpr_tsv", "jsonl", "parquet", "xquad"] = Field(
+        "auto", description="dpr_tsv (id, text, title), jsonl, parquet or xquad (a folder); auto = from the name."
+    )
+    num_shards: int = Field(
+        16, ge=1, le=99999,
+        description="Hash shards of the corpus: the unit of every per-shard stage; more shards, smaller units.",
+    )
 
 
 class QuerySetConfig(Strict):
     """An evaluation query set (XOR-TyDi JSONL or an XQuAD folder)."""
 
-    name: str
-    path: str
-    format: Literal["xor_tydi", "xquad"] = "xor_tydi"
+    name: str = Field(
+        description="The set's name in the run directory (queries/<name>, runs/<index>.<name>); a plain name."
+    )
+    path: str = Field(description="The XOR-TyDi JSONL file or the XQuAD folder; a local path or URI.")
+    format: Literal["xor_tydi", "xquad"] = Field(
+        "xor_tydi",
+        description="xor_tydi (JSONL: id, question, answers, lang) or xquad (a folder of xquad.<lang>.json).",
+    )
     languages: list[str] | None = Field(None, description="XQuAD: question languages to read; XOR: keep only these.")
 
     @field_validator("name")
@@ -110,7 +174,10 @@ class TrainQGConfig(Strict):
     the final model is kept. DSI-QG does not cut targets (questions); max_target_len 64 keeps every XOR-TyDi one.
     """
 
-    model: ModelRef = "google/mt5-base"
+    model: ModelRef = Field(
+        "google/mt5-base",
+        description="Generator to fine-tune: a hub name, a local folder or a scratch spec (mt5 or llama).",
+    )
     train_files: list[str] = Field(
         default_factory=list,
         description="Tevatron JSONL / DPR JSON / gp_squad (XOR-TyDi gold-paragraph, SQuAD layout) files.",
@@ -121,10 +188,12 @@ class TrainQGConfig(Strict):
         2000, ge=1, description="Optimizer steps to train (DSI-QG: 2,000); epochs repeat as needed. null = epochs."
     )
     batch_size: int = Field(128, ge=1, description="Global batch size (split across workers; DSI-QG: 8 x 4 x 4 = 128).")
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (DSI-QG: 1e-4).")
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="Linear warm-up share of the steps (DSI-QG: none).")
     max_input_len: int = Field(128, ge=8, description="Prompt tokens in training (DSI-QG: 128).")
-    max_target_len: int = Field(64, ge=4)
+    max_target_len: int = Field(
+        64, ge=4, description="Question tokens; DSI-QG does not cut them and 64 keeps every XOR-TyDi question."
+    )
     eval_files: list[str] = Field(
         default_factory=list,
         description="Evaluation pairs (e.g. XOR-TyDi's gp_squad_dev_data.json, as DSI-QG); question ids also in "
@@ -132,18 +201,24 @@ class TrainQGConfig(Strict):
     )
     eval_examples: int = Field(0, ge=0, description="Hold out this many training pairs (seeded) for evaluation.")
     eval_ratio: float = Field(0.0, ge=0, lt=1, description="Hold out this share of the training pairs instead.")
-    num_workers: int = Field(2, ge=1)
+    num_workers: int = Field(
+        2, ge=1, description="Ray Train workers (one GPU each with use_gpu); the global batch is split across them."
+    )
     use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
     checkpoint_every_steps: int = Field(
         100, ge=1, description="Checkpoint (and evaluate, with an eval set) every this many steps (DSI-QG: 100)."
     )
     max_failures: int = Field(2, ge=-1, description=MAX_FAILURES_HELP)
-    trust_remote_code: bool = False
-    seed: int = 42
+    trust_remote_code: bool = Field(
+        False, description="Let transformers run model code shipped with a hub model; off unless you trust it."
+    )
+    seed: int = Field(
+        42, description="Seed of initialisation, data order and held-out split: a rerun trains the same model."
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="GPU autocast; auto = bf16 where supported, else fp32 (mT5 overflows in fp16). CPU: fp32."
     )
-    log_every_steps: int = Field(10, ge=1)
+    log_every_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
     fail_at_step: int | None = Field(None, ge=1, description="Testing only: one worker process dies once at this step.")
 
     @model_validator(mode="after")
@@ -163,14 +238,22 @@ class GenerateConfig(Strict):
     """Sampling n queries per passage per language."""
 
     model: ModelRef | None = Field(None, description="None = the run's trained generator <run>/models/qg.")
-    backend: Literal["hf", "ctranslate2", "vllm"] = "ctranslate2"
-    num_queries: int = Field(5, ge=1)
-    top_k: int = Field(10, ge=0)
-    temperature: float = Field(1.0, gt=0)
+    backend: Literal["hf", "ctranslate2", "vllm"] = Field(
+        "ctranslate2",
+        description="hf (transformers, any model), ctranslate2 (fast mT5, CPU and GPU) or vllm (GPU, decoder-only).",
+    )
+    num_queries: int = Field(5, ge=1, description="Queries sampled per passage and language (the paper: 5).")
+    top_k: int = Field(10, ge=0, description="Top-k sampling (the paper: 10); 0 = sample from the whole vocabulary.")
+    temperature: float = Field(
+        1.0, gt=0, description="Sampling temperature; 1.0 samples from the model's own distribution, as the paper."
+    )
     max_new_tokens: int = Field(32, ge=1, description="At most this many new tokens per query (DSI-QG: 32).")
     max_input_len: int = Field(256, ge=8, description="Prompt tokens, the passage cut to fit (DSI-QG's generation: 256).")
-    template: str = "Generate a {language} question for this passage: {title} {text}"
-    batch_size: int = Field(32, ge=1)
+    template: str = Field(
+        "Generate a {language} question for this passage: {title} {text}",
+        description="Prompt; {language} and {text} required, {title} optional. The paper's wording by default.",
+    )
+    batch_size: int = Field(32, ge=1, description="Passages per generation call in an actor.")
     concurrency: int | None = Field(
         None, ge=1, description="Most actors; None = GPU: one per unit to do (the pool grows as GPU nodes join), CPU: one per CPU."
     )
@@ -185,8 +268,12 @@ class GenerateConfig(Strict):
             "generator (mT5) are config errors: it overflows in fp16."
         ),
     )
-    seed: int = 42
-    trust_remote_code: bool = False
+    seed: int = Field(
+        42, description="Base of the per-(passage, language) sampling seeds: redoing a shard gives the same queries."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Let transformers run model code shipped with a hub model; off unless you trust it."
+    )
 
     @field_validator("template")
     @classmethod
@@ -203,27 +290,45 @@ class GenerateConfig(Strict):
 class XQGPairsConfig(Strict):
     """Generated (query, passage) pairs added to bi-encoder training (beyond the paper)."""
 
-    enabled: bool = False
+    enabled: bool = Field(
+        False, description="Add generated (query, passage) pairs to the bi-encoder's training data; off = the paper."
+    )
     ratio: float = Field(0.5, gt=0, description="Generated pairs per original training example.")
-    languages: list[str] | None = None
+    languages: list[str] | None = Field(
+        None, description="Languages of the generated queries to add; None = every generated language."
+    )
 
 
 class TrainDRConfig(Strict):
     """Contrastive fine-tuning of the bi-encoder (Tevatron's recipe, as in the paper)."""
 
-    model: ModelRef = "bert-base-multilingual-cased"
-    train_files: list[str] = Field(default_factory=list)
+    model: ModelRef = Field(
+        "bert-base-multilingual-cased",
+        description="Bi-encoder to fine-tune: a hub name, a local folder or a scratch spec (bert).",
+    )
+    train_files: list[str] = Field(
+        default_factory=list,
+        description="Tevatron JSONL or DPR JSON training files (query, positives, hard negatives).",
+    )
     train_n_passages: int = Field(8, ge=1, description="1 positive + (n-1) hard negatives per query.")
     batch_size: int = Field(128, ge=1, description="Global batch of queries (split across workers).")
-    lr: float = Field(1e-5, gt=0)
-    epochs: int = Field(40, ge=1)
+    lr: float = Field(1e-5, gt=0, description="AdamW learning rate (Tevatron's recipe, the paper: 1e-5).")
+    epochs: int = Field(40, ge=1, description="Passes over the training queries (the paper: 40).")
     max_steps: int | None = Field(
         None, ge=1, description="Optimizer steps to train (epochs repeat as needed); null = train_dr.epochs passes."
     )
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    temperature: float = Field(1.0, gt=0)
-    pooling: Literal["cls", "mean"] = "cls"
-    shared_encoder: bool = True
+    warmup_ratio: float = Field(
+        0.1, ge=0, le=1, description="Linear warm-up share of the steps (Tevatron's default 0.1)."
+    )
+    temperature: float = Field(
+        1.0, gt=0, description="Scores are divided by it in the contrastive loss; 1.0 = Tevatron's raw dot products."
+    )
+    pooling: Literal["cls", "mean"] = Field(
+        "cls", description="Text vector: the CLS token (the paper, Tevatron) or the mean of the tokens."
+    )
+    shared_encoder: bool = Field(
+        True, description="One encoder for queries and passages (Tevatron's default); false = two encoders."
+    )
     gather_negatives: bool = Field(
         True,
         description="Score each query against the passages of every worker's part of the global batch (the paper's "
@@ -239,17 +344,26 @@ class TrainDRConfig(Strict):
     languages: list[str] | None = Field(
         None, description="Train only on examples of these languages (e.g. [en]: zero-shot); None = every example."
     )
-    num_workers: int = Field(2, ge=1)
+    num_workers: int = Field(
+        2, ge=1, description="Ray Train workers (one GPU each with use_gpu); the global batch is split across them."
+    )
     use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
-    checkpoint_every_steps: int = Field(500, ge=1)
+    checkpoint_every_steps: int = Field(
+        500, ge=1, description="Checkpoint every this many steps; a rerun resumes from the newest."
+    )
     max_failures: int = Field(2, ge=-1, description=MAX_FAILURES_HELP)
-    seed: int = 42
-    xqg_pairs: XQGPairsConfig = Field(default_factory=XQGPairsConfig)
-    trust_remote_code: bool = False
+    seed: int = Field(42, description="Seed of initialisation and data order: a rerun trains the same model.")
+    xqg_pairs: XQGPairsConfig = Field(
+        default_factory=XQGPairsConfig,
+        description="Generated pairs added to training (beyond the paper; off by default).",
+    )
+    trust_remote_code: bool = Field(
+        False, description="Let transformers run model code shipped with a hub model; off unless you trust it."
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="GPU autocast; auto = bf16 where supported, else fp16. CPU: fp32."
     )
-    log_every_steps: int = Field(10, ge=1)
+    log_every_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
     fail_at_step: int | None = Field(None, ge=1, description="Testing only: one worker process dies once at this step.")
 
 
@@ -261,7 +375,9 @@ class SettingConfig(Strict):
     in one run directory and each is fingerprinted and resumed on its own.
     """
 
-    name: str
+    name: str = Field(
+        description="The setting's name, appended to its outputs (models/dr-<name>, index/baseline-<name>, ...)."
+    )
     train_languages: list[str] = Field(description="train_dr.languages of this setting (zero-shot: [en]).")
     label: str = Field("", description="Heading in the report; empty = the name.")
     xqg_pairs: XQGPairsConfig | None = Field(
@@ -286,13 +402,17 @@ class EncodeConfig(Strict):
 
     model: ModelRef | None = Field(None, description="None = the run's trained bi-encoder <run>/models/dr.")
     pooling: Literal["cls", "mean"] | None = Field(None, description="None = as the bi-encoder was trained.")
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, description="Texts per forward pass in an actor.")
     concurrency: int | None = Field(
         None, ge=1, description="Most actors; None = GPU: one per unit to do (the pool grows as GPU nodes join), CPU: one per CPU."
     )
     use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Inference precision; auto = float32 on the CPU, bfloat16 (else float16) on a GPU."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Let transformers run model code shipped with a hub model; off unless you trust it."
+    )
     passage_format: Literal["title_text_concat", "title_text_pair", "text"] | None = Field(
         None,
         description="None = as the bi-encoder was trained (its xqg_dr.json); a model without one (a hub model): "
@@ -308,8 +428,13 @@ class EncodeConfig(Strict):
 class FuseConfig(Strict):
     """e'(p) = (1 - alpha) e(p) + alpha * sum_q e(q)."""
 
-    name: str = "xqg"
-    alpha: float = Field(0.01, ge=0, le=1)
+    name: str = Field(
+        "xqg", description="The fused set's name (fused/<name>, index/<name>, runs/<name>.tsv); 'baseline' is reserved."
+    )
+    alpha: float = Field(
+        0.01, ge=0, le=1,
+        description="Weight of the generated queries: e'(p) = (1 - alpha) e(p) + alpha sum_q e(q); the paper: 0.01.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -336,8 +461,13 @@ class TuneConfig(Strict):
     query_set: str | None = Field(
         None, description="The held-out query set to tune on (one of queries, not the evaluated one); None = no tuning."
     )
-    alphas: list[float] = Field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5])
-    reductions: list[Literal["sum", "mean", "norm"]] = Field(default_factory=lambda: ["sum", "mean", "norm"])
+    alphas: list[float] = Field(
+        default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5],
+        description="The alphas tried, each with every reduction (the configured fuse.alpha / reduce is tried first).",
+    )
+    reductions: list[Literal["sum", "mean", "norm"]] = Field(
+        default_factory=lambda: ["sum", "mean", "norm"], description="The reductions tried (see fuse.reduce)."
+    )
     metric: Literal["R@2kt", "R@5kt", "mrr@10"] = Field(
         "R@2kt", description="What the choice maximises on the held-out set (ties: R@5kt, then MRR@10, then grid order)."
     )
@@ -358,41 +488,58 @@ class TuneConfig(Strict):
 class IndexConfig(Strict):
     """FAISS index over passage or fused embeddings."""
 
-    type: Literal["flat", "ivfpq", "hnsw"] = "flat"
-    shard_size: int = Field(2_000_000, ge=1)
-    nlist: int = Field(4096, ge=1)
-    pq_m: int = Field(64, ge=1)
-    pq_nbits: int = Field(8, ge=1, le=16)
-    train_sample: int = Field(262_144, ge=1)
-    hnsw_m: int = Field(32, ge=2)
-    nprobe: int = Field(64, ge=1)
-    ef_search: int = Field(128, ge=1)
+    type: Literal["flat", "ivfpq", "hnsw"] = Field(
+        "flat",
+        description="flat (exact inner product, the paper), ivfpq (compressed) or hnsw (graph); the last two search "
+        "approximately.",
+    )
+    shard_size: int = Field(
+        2_000_000, ge=1, description="Most vectors per FAISS shard: bounds one index worker's memory."
+    )
+    nlist: int = Field(4096, ge=1, description="ivfpq: inverted lists (clusters).")
+    pq_m: int = Field(64, ge=1, description="ivfpq: sub-quantizers per vector (a divisor of the embedding size).")
+    pq_nbits: int = Field(8, ge=1, le=16, description="ivfpq: bits per sub-quantizer code.")
+    train_sample: int = Field(262_144, ge=1, description="ivfpq: vectors sampled to train the quantizers.")
+    hnsw_m: int = Field(32, ge=2, description="hnsw: neighbours per node.")
+    nprobe: int = Field(64, ge=1, description="ivfpq: lists visited per query at search time (recall against speed).")
+    ef_search: int = Field(128, ge=1, description="hnsw: candidate list size at search time (recall against speed).")
     use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP + " Building; search has its own search.use_gpu.")
 
 
 class SearchConfig(Strict):
     """Top-k search of a query set against an index."""
 
-    depth: int = Field(100, ge=1)
+    depth: int = Field(
+        100, ge=1, description="Passages retrieved per query: 100 passages of 100 words hold R@5kt's 5,000 tokens."
+    )
     query_set: str | None = Field(None, description="None = the first query set.")
 
     @field_validator("query_set")
     @classmethod
     def _name_is_a_path_part(cls, v: str | None) -> str | None:
         return None if v is None else check_name("search.query_set", v)
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(1024, ge=1, description="Queries per FAISS search call.")
     use_gpu: UseGpu = Field("auto", description=USE_GPU_HELP)
 
 
 class EvaluateConfig(Strict):
     """Scoring runs: R@kt as XOR-TyDi, IR metrics when qrels exist, significance."""
 
-    kt: list[int] = Field(default_factory=lambda: [2, 5])
+    kt: list[int] = Field(
+        default_factory=lambda: [2, 5], description="R@kt cut-offs in thousands of tokens (XOR-TyDi's R@2kt and R@5kt)."
+    )
     main_label: str = Field("main", description="The main setting's name in the report's lead table.")
-    include_title: bool = False
-    ir_ks: list[int] = Field(default_factory=lambda: [10, 100])
-    permutations: int = Field(10_000, ge=100)
-    seed: int = 0
+    include_title: bool = Field(
+        False, description="Count the title's tokens with the text in R@kt; false = text only, as XOR-TyDi's script."
+    )
+    ir_ks: list[int] = Field(
+        default_factory=lambda: [10, 100],
+        description="Cut-offs of R@k, MRR@k and nDCG@k when the query set has gold passages.",
+    )
+    permutations: int = Field(
+        10_000, ge=100, description="Random permutations of the paired significance test (baseline vs +xQG)."
+    )
+    seed: int = Field(0, description="Seed of the permutation test: the report's p-values are reproducible.")
 
 
 class StorageConfig(Strict):
@@ -413,20 +560,30 @@ class StorageConfig(Strict):
 class RayConfig(Strict):
     """Connection options; RAY_ADDRESS in the environment wins over address."""
 
-    address: str | None = None
+    address: str | None = Field(
+        None, description="Ray cluster to connect to (e.g. auto, ray://head:10001); None = start a local Ray."
+    )
     num_cpus: int | None = Field(None, ge=1, description="Only for a local Ray started by the job.")
 
 
 class Config(Strict):
     """A whole run."""
 
-    run_dir: str = "runs/default"
+    run_dir: str = Field(
+        "runs/default",
+        description="The run directory every stage reads and writes: a local path or URI (s3://bucket/prefix).",
+    )
     keep_stale: bool = Field(
         False, description="Keep complete units whose inputs changed (counted as stale) instead of redoing them."
     )
-    languages: list[str] = Field(default_factory=lambda: list(PAPER_LANGUAGES))
-    q_max_len: int = Field(32, ge=4)
-    p_max_len: int = Field(128, ge=8)
+    languages: list[str] = Field(
+        default_factory=lambda: list(PAPER_LANGUAGES),
+        description="Target languages generated for (ISO 639-1 codes; the paper's seven by default).",
+    )
+    q_max_len: int = Field(32, ge=4, description="Query tokens for the bi-encoder (Tevatron's recipe, the paper: 32).")
+    p_max_len: int = Field(
+        128, ge=8, description="Passage tokens for the bi-encoder (Tevatron's recipe, the paper: 128)."
+    )
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     queries: list[QuerySetConfig] = Field(default_factory=list)
     train_qg: TrainQGConfig = Field(default_factory=TrainQGConfig)
@@ -500,25 +657,55 @@ class Config(Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
+def _is_index(part: str) -> bool:
+    """Whether a dotted-key part is a list index (ASCII digits)."""
+    return part.isascii() and part.isdigit()
+
+
+def _default_list(parts: list[str]) -> list[Any] | None:
+    """A copy of the default list at a dotted key (languages -> the paper's seven); None where the default is not
+    a list."""
+    node: Any = Config().model_dump(mode="json")
+    for part in parts:
+        node = node.get(part) if isinstance(node, dict) else None
+    return list(node) if isinstance(node, list) else None
+
+
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set tree[a][b][c] = value for 'a.b.c'; list items by index ('queries.0.path')."""
+    """Set tree[a][b][c] = value for 'a.b.c'; list items by index ('queries.0.path'), which must exist.
+
+    A missing mapping on the way is created; an index past a list's end, or a key that is not an index under a
+    list, is a ConfigError naming the override.
+    """
     parts = dotted.split(".")
     node: Any = tree
-    for i, part in enumerate(parts[:-1]):
-        key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
-        try:
-            child = node[key]
-        except (KeyError, IndexError, TypeError):
-            child = None
+    for depth, part in enumerate(parts):
+        if isinstance(node, list):
+            if not _is_index(part):
+                raise ConfigError(
+                    f"--set {dotted}: {'.'.join(parts[:depth]) or 'the config'} is a list: "
+                    f"address its items by index, e.g. {'.'.join([*parts[:depth], '0', *parts[depth:]])}"
+                )
+            key: Any = int(part)
+            if key >= len(node):
+                raise ConfigError(
+                    f"--set {dotted}: index {key} is out of range: {'.'.join(parts[:depth])} has {len(node)} "
+                    f"item(s); to add items, set the whole list (--set '{'.'.join(parts[:depth])}=[...]')"
+                )
+        else:
+            key = part
+        if depth == len(parts) - 1:
+            node[key] = value
+            return
+        child = node.get(key) if isinstance(node, dict) else node[key]
+        if child is None and isinstance(node, dict) and key not in node:
+            child = _default_list(parts[: depth + 1])  # languages.0 edits the default list; queries.name is refused
+            if child is not None:
+                node[key] = child
         if not isinstance(child, (dict, list)):
-            child = {}
+            child = {}  # a new or scalar key becomes a mapping; validation names it if it must not be one
             node[key] = child
         node = child
-    last = parts[-1]
-    if isinstance(node, list) and last.isdigit():
-        node[int(last)] = value
-    else:
-        node[last] = value
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -538,40 +725,58 @@ def parse_override(item: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
+def _format_errors(err: ValidationError, path: str | Path | None, overridden: list[str]) -> str:
+    """One line per bad key, '<where>: key: why' (where: --set for an overridden key, else the file), no header."""
+    lines = []
     for e in err.errors():
+        if "str" in e["loc"] and isinstance(e["input"], dict):
+            continue  # a mapping for `str | ScratchModel`: the ScratchModel branch's errors say what is wrong
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "str", "ScratchModel")))
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"  {loc or '<root>'}: {msg}")
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        from_set = any(f"{k}.".startswith(f"{loc}.") or f"{loc}.".startswith(f"{k}.") for k in overridden if loc)
+        where = "--set " if from_set else f"{path}: " if path is not None else ""
+        lines.append(f"{where}{loc or '<root>'}: {msg}")
     return "\n".join(lines)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: what and where (PyYAML's own message spans several, with excerpts)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config, apply --set overrides, validate (relative paths are taken from the working directory)."""
     tree: dict[str, Any] = {}
-    source = "defaults"
     if path is not None:
-        source = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read config {path}: {e}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"config {path} is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}): save it as UTF-8"
+            ) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"config {path} is not valid YAML: {e}") from e
+            raise ConfigError(f"config {path} is not valid YAML: {_yaml_problem(e)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping at the top level")
         tree = loaded
+    overridden = []
     for item in overrides or []:
         key, value = parse_override(item)
         _set_path(tree, key, value)
+        overridden.append(key)
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from None
+        raise ConfigError(_format_errors(e, path, overridden)) from None

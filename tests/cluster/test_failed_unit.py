@@ -3,36 +3,26 @@ after the shard is restored does exactly that unit. On the session's local Ray (
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from xqg.rundir import shard_name
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def generate_job():
-    """jobs/generate.py as a module (its stage and arguments), run in-process through run_job."""
-    spec = importlib.util.spec_from_file_location("generate_job", REPO / "jobs" / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_corrupt_shard_fails_its_unit_alone_and_a_rerun_redoes_exactly_it(
     ray_local, tiny_mt5_dir, make_corpus_run, demo_passage_rows, capsys
 ):
     from xqg.cli import run_job
+    from xqg.commands import get_command
 
     run = make_corpus_run(demo_passage_rows[:12], num_shards=3)
     bad = Path(run.path("corpus", shard_name(1), "part-00000.parquet"))
     original = bad.read_bytes()
     bad.write_bytes(original[: len(original) // 2])  # truncated after ingest (a half-copied file)
-    job = generate_job()
+    job = get_command("generate")  # what `xqg generate` and jobs/generate.py run, in-process
     argv = ["--set", f"run_dir={run.uri}", "--set", f"generate.model={tiny_mt5_dir}", "--set", "generate.backend=hf",
             "--set", "generate.num_queries=1", "--set", "generate.max_new_tokens=4", "--set", "languages=[sw]"]
 
-    assert run_job("generate", job.stage, job.add_arguments, argv=argv) == 1
+    assert run_job("generate", job.run, job.add_arguments, argv=argv) == 1
     out = capsys.readouterr().out
     bad_unit = f"lang=sw/{shard_name(1)}"
     assert run.done_units("generate") == {f"lang=sw/{shard_name(0)}", f"lang=sw/{shard_name(2)}"}
@@ -42,7 +32,7 @@ def test_a_corrupt_shard_fails_its_unit_alone_and_a_rerun_redoes_exactly_it(
     marked = {u: run.read_marker("generate", u) for u in run.done_units("generate")}
 
     bad.write_bytes(original)
-    assert run_job("generate", job.stage, job.add_arguments, argv=argv) == 0
+    assert run_job("generate", job.run, job.add_arguments, argv=argv) == 0
     assert run.done_units("generate") == {f"lang=sw/{shard_name(s)}" for s in range(3)}
     assert {u: run.read_marker("generate", u) for u in marked} == marked  # the healthy units were not redone
     assert run.read_marker("generate", bad_unit)["rows_out"] == 4

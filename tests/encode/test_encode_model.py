@@ -1,4 +1,4 @@
-"""Which passage format encoding uses (issue 12.4): the one the model was trained with, never another silently."""
+"""Which passage format encoding uses: the one the model was trained with, never another silently."""
 
 from __future__ import annotations
 

@@ -259,7 +259,7 @@ def test_ctranslate2_returns_samples_sorted_by_score_and_the_unit_stores_them_in
     assert again.table.equals(res.table)
 
 
-# --- issue 16: per-row deterministic generation ------------------------------------------------------------
+# --- per-row deterministic generation ------------------------------------------------------------
 
 
 class FirstBatchFails(GeneratorBackend):

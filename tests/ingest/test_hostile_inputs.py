@@ -21,7 +21,7 @@ import yaml
 
 from xqg.config import load_config
 from xqg.ingest import stage as ingest_stage
-from xqg.ingest.corpus import read_passages
+from xqg.ingest.corpus import REPEATED_HEADER, read_passages
 from xqg.ingest.stage import run_ingest
 from xqg.rundir import RunDir
 
@@ -275,6 +275,76 @@ def test_headerless_rows_are_still_data(tmp_path: Path) -> None:
     path.write_bytes(b"doc-1\tA passage with words.\tTitle\n42\tx\ty\n")  # a text with spaces is no header
     summary, run, reasons = _ingest(tmp_path, path)
     assert reasons == {} and sorted(_corpus(run)["docid"].to_pylist()) == ["42", "doc-1"]
+
+
+# ---- files joined with cat, two JSON values on one line ---------------------------------------------------------
+@pytest.mark.parametrize("second_header", [b"id\ttext\ttitle", b"ID\tText\tTitle", b"docid\ttitle\ttext"])
+@pytest.mark.parametrize("block_bytes", [1 << 20, 40])  # the fast path (pyarrow), and one line per block
+def test_a_header_repeated_inside_a_tsv_is_a_reject_never_a_passage(
+    tmp_path: Path, second_header: bytes, block_bytes: int
+) -> None:
+    # `cat a.tsv b.tsv > corpus.tsv`: b's header line sits among the rows; it used to become passage "id".
+    first = b"id\ttext\ttitle\n1\tfirst passage\tA\n2\tsecond passage\tB\n"
+    second = second_header + b"\n3\tthird passage\tC\n"
+    path = tmp_path / "corpus.tsv"
+    path.write_bytes(first + second)
+    blocks = list(read_passages(str(path), block_bytes=block_bytes))
+    assert [d for b in blocks for d in b.table["docid"].to_pylist()] == ["1", "2", "3"]
+    rejects = [r for b in blocks for r in b.rejects]
+    assert [(r["key"], r["reason"]) for r in rejects] == [("row 2", REPEATED_HEADER)]
+    assert sum(b.rows_in for b in blocks) == 4  # three passages and the header, each accounted for once
+
+
+def test_a_repeated_tsv_header_is_counted_as_a_reject_by_ingest(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.tsv"
+    path.write_bytes(b"id\ttext\ttitle\n1\tfirst passage\tA\nid\ttext\ttitle\n2\tsecond passage\tB\n")
+    summary, run, reasons = _ingest(tmp_path, path)
+    assert reasons == {REPEATED_HEADER: 1}
+    assert (summary.rows_in, summary.rows_out, summary.rejected) == (3, 2, 1) and summary.ok
+    assert sorted(_corpus(run)["docid"].to_pylist()) == ["1", "2"]
+
+
+TWO_ON_ONE_LINE = "more than one JSON value on one line (a missing line break?)"
+
+
+@pytest.mark.parametrize("neighbour_broken", [False, True])  # True: the block takes the line-by-line path
+@pytest.mark.parametrize("block_bytes", [1 << 20, 60])
+def test_two_json_objects_on_one_line_are_one_reject_on_every_path(
+    tmp_path: Path, neighbour_broken: bool, block_bytes: int
+) -> None:
+    # pyarrow read `{...} {...}` as two passages, json.loads as one broken line: which one a line got depended on
+    # whether another line of its block was broken. Now it is one line, one reject, whatever its neighbours.
+    rows = _good(4)
+    lines = [json.dumps(rows[0]), json.dumps(rows[1]) + " " + json.dumps(rows[2]), json.dumps(rows[3])]
+    lines += ['{"docid": "x", "text": broken'] if neighbour_broken else []
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    blocks = list(read_passages(str(path), block_bytes=block_bytes))
+    assert [d for b in blocks for d in b.table["docid"].to_pylist()] == ["d0", "d3"]
+    rejects = {r["key"]: r["reason"] for b in blocks for r in b.rejects}
+    assert rejects["row 1"] == TWO_ON_ONE_LINE
+    assert sum(b.rows_in for b in blocks) == len(lines)  # rows are lines
+
+
+def test_trailing_garbage_after_a_json_object_is_broken_json_not_two_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(_jsonl(_good(1)) + b'{"docid": "g", "text": "t"} garbage\n')
+    reasons = [r["reason"] for b in read_passages(str(path)) for r in b.rejects]
+    assert reasons == ["broken JSON: Extra data"]
+
+
+def test_two_query_objects_on_one_line_are_one_reject(tmp_path: Path) -> None:
+    q = {"question": "Mikä?", "answers": ["a"], "lang": "fi"}
+    queries = tmp_path / "dev.jsonl"
+    queries.write_text(
+        json.dumps({"id": "q0", **q}) + "\n" + json.dumps({"id": "q1", **q}) + json.dumps({"id": "q2", **q}) + "\n",
+        encoding="utf-8",
+    )
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_bytes(_jsonl(_good(2)))
+    summary, run, reasons = _ingest(tmp_path, corpus, queries=[{"name": "dev", "path": str(queries)}])
+    assert reasons == {TWO_ON_ONE_LINE: 1}
+    assert run.read_dir("queries/dev")["qid"].to_pylist() == ["q0"]
 
 
 # ---- control characters in docids --------------------------------------------------------------------------------

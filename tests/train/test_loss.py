@@ -114,7 +114,7 @@ def _free_port() -> int:
 
 
 def test_gathered_loss_on_two_workers_equals_one_worker_with_the_whole_batch(tmp_path: Path) -> None:
-    """Issue 12.3: with the default train_dr.gather_negatives, the loss of a global batch and its gradients
+    """With the default train_dr.gather_negatives, the loss of a global batch and its gradients
     (of the weights after DDP's average, and of every query and passage embedding) do not depend on how the
     batch is split across workers."""
     gather = TrainDRConfig().gather_negatives

@@ -346,7 +346,7 @@ def _ddp_worker(rank: int, port: int, model_dir: str, train_file: str, run_dir: 
 def test_default_two_workers_give_the_loss_and_gradients_of_one_worker_on_the_global_batch(
     tiny_bert_dir: str, demo_train_file: Path, tmp_path: Path
 ) -> None:
-    """Issue 12.3: the paper's semantics (Tevatron: each query against every passage of the global batch) by
+    """The paper's semantics (Tevatron: each query against every passage of the global batch) by
     default, so 2 DDP workers on halves of a global batch train exactly as 1 worker on the whole of it."""
     import socket
 

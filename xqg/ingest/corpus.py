@@ -6,7 +6,8 @@ in pyarrow (threaded C++) on the hot path; a block that pyarrow refuses (a broke
 the wrong type) is redone line by line in Python so that only its bad lines are rejected.
 
 Every kept row passes clean_passages: valid UTF-8 in every column, a docid without control characters, a
-non-empty text. Inputs that cannot be a corpus at all (a compressed or binary file read as text, a TSV header
+non-empty text. Whichever path reads a block, a row is a line: a TSV header line repeated inside the file (files
+joined with cat) and a line holding two JSON values are each one reject with its reason. Inputs that cannot be a corpus at all (a compressed or binary file read as text, a TSV header
 that is not DPR's, a Parquet file without docid/text columns or with a column that is not text) are a
 ValueError naming the file, never a pass that quietly keeps nothing.
 """
@@ -333,6 +334,29 @@ def _parse_tsv_slow(block: bytes, names: list[str], first_row: int) -> tuple[pa.
     return table, np.asarray(rows, dtype=np.int64), rejects
 
 
+REPEATED_HEADER = "header line repeated inside the file (files joined with cat?)"
+
+
+def _drop_repeated_headers(
+    table: pa.Table, rows: np.ndarray, names: list[str], rejects: list[dict[str, Any]]
+) -> tuple[pa.Table, np.ndarray]:
+    """Reject the rows that are a header line again (every field a column name: id, docid, _id, text, title, any
+    case or order): a header is never a passage. Only a file's first line is taken as its header."""
+    words = pa.array([*DOCID_ALIASES, "text", "title"], pa.string())
+    columns = ["docid", "text", "title"] if "title" in names else ["docid", "text"]
+    is_header: Any = None
+    for column in columns:  # docid first: the (long) text column is looked at only where a docid matches
+        same = pc.fill_null(pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(table[column])), value_set=words), False)
+        is_header = same if is_header is None else pc.and_(is_header, same)
+        if not pc.any(is_header).as_py():
+            return table, rows
+    mask = np.asarray(is_header.to_numpy(zero_copy_only=False), dtype=bool)
+    for i in np.flatnonzero(mask):
+        line = "\t".join(str(table[c][int(i)].as_py()) for c in columns)
+        rejects.append(_reject(int(rows[i]), REPEATED_HEADER, line))
+    return table.filter(pa.array(~mask)), rows[~mask]
+
+
 def read_dpr_tsv(uri: str, block_bytes: int = BLOCK_BYTES) -> Iterator[PassageBlock]:
     """DPR's psgs_w100.tsv layout: id, text, title, tab-separated, with a header; fields may be CSV-quoted."""
     names: list[str] | None = None
@@ -353,6 +377,7 @@ def read_dpr_tsv(uri: str, block_bytes: int = BLOCK_BYTES) -> Iterator[PassageBl
                 rejects: list[dict[str, Any]] = []
             except (pa.ArrowInvalid, UnicodeDecodeError):
                 table, rows, rejects = _parse_tsv_slow(block, names, next_row)
+            table, rows = _drop_repeated_headers(table, rows, names, rejects)
             # Checked: the fast path's binary -> string cast validates UTF-8, the slow path decodes every line.
             out = clean_passages(table, rows, rejects, utf8_checked=True)
             next_row += out.rows_in
@@ -373,6 +398,11 @@ def _parse_jsonl_fast(block: bytes) -> pa.Table:
         read_options=pajson.ReadOptions(use_threads=True, block_size=4 << 20),
         parse_options=pajson.ParseOptions(explicit_schema=_JSONL_SCHEMA, unexpected_field_behavior="ignore"),
     )
+    # pyarrow reads two objects on one line as two rows; the line-by-line path (json.loads) rejects that line.
+    # One row per line the slow path would see, or the block goes the slow way: a line means the same either way.
+    lines = len(split_lines(block, skip_whitespace=True))
+    if table.num_rows != lines:
+        raise pa.ArrowInvalid(f"{table.num_rows} JSON objects on {lines} lines")
     docid = pc.coalesce(*(table[a] for a in DOCID_ALIASES))
     return pa.table({"docid": docid, "title": table["title"], "text": table["text"]})
 
@@ -387,6 +417,15 @@ def _docid_value(obj: dict[str, Any]) -> Any:
     return None
 
 
+def _starts_a_value(rest: str) -> bool:
+    """Whether rest begins with a whole JSON value (what json.loads called extra data after the first one)."""
+    try:
+        json.JSONDecoder().raw_decode(rest.lstrip())
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
 def parse_json_line(line: bytes, row: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(object, None) or (None, reject) for one JSON line."""
     try:
@@ -396,6 +435,8 @@ def parse_json_line(line: bytes, row: int) -> tuple[dict[str, Any] | None, dict[
     try:
         obj = json.loads(s)
     except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and _starts_a_value(s[e.pos:]):  # a whole value, then another one
+            return None, _reject(row, "more than one JSON value on one line (a missing line break?)", s)
         return None, _reject(row, f"broken JSON: {e.msg}", s)
     if not isinstance(obj, dict):
         return None, _reject(row, "not a JSON object", s)

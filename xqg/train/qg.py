@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from xqg.config import Config
 from xqg.layout import TRAIN_QG
+from xqg.models.family import model_is_encoder_decoder
 from xqg.rundir import RunDir
 from xqg.summary import StageSummary
 from xqg.runner import fingerprint
@@ -59,13 +60,6 @@ def format_prompt(template: str, lang: str, title: str, text: str, max_input_len
     from xqg.generate.prompts import CHARS_PER_TOKEN_BOUND, build_prompt
 
     return build_prompt(template, lang, title, text, max_chars=max_input_len * CHARS_PER_TOKEN_BOUND)
-
-
-def is_encoder_decoder(model_path: str, trust_remote_code: bool) -> bool:
-    """Whether the model's config says encoder-decoder (mT5) rather than decoder-only (a causal LM)."""
-    from transformers import AutoConfig
-
-    return bool(AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code).is_encoder_decoder)
 
 
 def causal_batch(
@@ -122,7 +116,7 @@ class QGTask:
         self.max_input_len, self.max_target_len = max_input_len, max_target_len
         self.trust_remote_code = trust_remote_code
         self.find_unused_parameters = False
-        self.encoder_decoder = is_encoder_decoder(model_path, trust_remote_code)
+        self.encoder_decoder = model_is_encoder_decoder(model_path, trust_remote_code)
         if not self.encoder_decoder and self.tokenizer.eos_token_id is None:
             raise ValueError(f"train_qg: the decoder-only model {model_path} has no EOS token to end questions with")
 

@@ -212,202 +212,271 @@ def _inject_fault(s: LoopSettings, step: int, rank: int, world: int) -> None:
     os._exit(17)
 
 
-def train_worker(config: dict[str, Any]) -> None:
-    """The per-worker training function given to TorchTrainer."""
-    import ray.train
-    import ray.train.torch
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
+@dataclass
+class Position:
+    """Where a training stands: the data position, the running sums and the best checkpoint (a checkpoint's state)."""
 
-    s = LoopSettings(**config["loop"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    torch.manual_seed(s.seed * 1000 + rank)
-    task = load_task(config["task"], config["task_args"])
-    n = task.num_examples()
-    n_eval = num_eval_examples(task)
-    spe = steps_per_epoch(n, s.global_batch, world)
-    total = s.max_steps if s.max_steps is not None else spe * s.epochs
-    epochs_shown = s.epochs if s.max_steps is None else math.ceil(total / spe)
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    epoch_loss: float = 0.0
+    epoch_steps: int = 0
+    train_seconds: float = 0.0
+    examples_seen: int = 0
+    last_loss: float = float("nan")
+    best: dict[str, Any] = field(default_factory=dict)
 
-    ckpt, state = _resume_point(s)
-    start_step = int(state.get("global_step", 0))
-    if not _all_agree(start_step, device):
-        raise RuntimeError("workers disagree on the checkpoint to resume from")
-    dtype = _autocast_dtype(s, device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    with ckpt.as_directory() if ckpt is not None else contextlib.nullcontext(None) as cdir:
-        model = task.build_model(os.path.join(cdir, "model") if cdir else None).to(device)
-        ddp = model
-        if world > 1:
-            ddp = DistributedDataParallel(
-                model,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=task.find_unused_parameters,
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Position:
+        """The position a checkpoint's state records (the start of the training for an empty state)."""
+        return cls(
+            global_step=int(state.get("global_step", 0)), epoch=int(state.get("epoch", 0)),
+            step_in_epoch=int(state.get("step_in_epoch", 0)), epoch_loss=float(state.get("epoch_loss_sum", 0.0)),
+            epoch_steps=int(state.get("epoch_steps", 0)), train_seconds=float(state.get("train_seconds", 0.0)),
+            examples_seen=int(state.get("examples_seen", 0)), last_loss=float(state.get("loss", float("nan"))),
+            best={k: state[k] for k in ("best_step", "best_eval_loss", "best_checkpoint") if k in state},
+        )
+
+
+@dataclass
+class Window:
+    """Steps since the last progress line (their mean loss and speed)."""
+
+    loss: float = 0.0
+    steps: int = 0
+    examples: int = 0
+    since: float = field(default_factory=time.perf_counter)
+
+
+class TrainLoop:
+    """One worker's training: resume, step, evaluate, checkpoint, each a method; run() drives them to the end."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        import ray.train
+        import ray.train.torch
+        import torch
+
+        self.s = s = LoopSettings(**config["loop"])
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        torch.manual_seed(s.seed * 1000 + self.rank)
+        self.task = load_task(config["task"], config["task_args"])
+        self.n, self.n_eval = self.task.num_examples(), num_eval_examples(self.task)
+        self.spe = steps_per_epoch(self.n, s.global_batch, self.world)
+        self.total = s.max_steps if s.max_steps is not None else self.spe * s.epochs
+        self.epochs_shown = s.epochs if s.max_steps is None else math.ceil(self.total / self.spe)
+        self.dtype = _autocast_dtype(s, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        self.metrics = MetricsLog(s.run_uri, metrics_rel(s.stage)) if self.rank == 0 else None
+        self.pos = self.resume()
+        self.t_start = time.perf_counter()
+
+    def resume(self) -> Position:
+        """Build model, optimizer and schedule, restored from the newest checkpoint if any; its position."""
+        ckpt, state = _resume_point(self.s)
+        if not _all_agree(int(state.get("global_step", 0)), self.device):
+            raise RuntimeError("workers disagree on the checkpoint to resume from")
+        with ckpt.as_directory() if ckpt is not None else contextlib.nullcontext(None) as cdir:
+            self._build(cdir)
+        pos = Position.from_state(state)
+        if pos.step_in_epoch >= self.spe:  # the world size changed since the checkpoint and the epoch got shorter
+            pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+        if state and int(state.get("world_size", self.world)) != self.world:
+            _say(f"[{self.s.stage}] resuming a checkpoint of {state['world_size']} workers on {self.world}")
+        self._log_start(pos)
+        return pos
+
+    def _build(self, cdir: str | None) -> None:
+        """The model (DDP-wrapped on several workers), AdamW and the schedule; their states from a checkpoint folder."""
+        import torch
+        from torch.nn.parallel import DistributedDataParallel
+
+        s, device = self.s, self.device
+        self.model = model = self.task.build_model(os.path.join(cdir, "model") if cdir else None).to(device)
+        self.ddp = model
+        if self.world > 1:
+            self.ddp = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=self.task.find_unused_parameters,
             )
         decay = [p for nm, p in model.named_parameters() if p.ndim > 1 and "norm" not in nm.lower()]
         no_decay = [p for nm, p in model.named_parameters() if not (p.ndim > 1 and "norm" not in nm.lower())]
-        opt = torch.optim.AdamW(
+        self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=s.lr
         )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda st: lr_factor(st, total, s.warmup_ratio))
+        total = self.total
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda st: lr_factor(st, total, s.warmup_ratio))
         if cdir:
-            opt.load_state_dict(torch.load(os.path.join(cdir, "optimizer.pt"), map_location=device, weights_only=True))
-            sched.load_state_dict(torch.load(os.path.join(cdir, "scheduler.pt"), weights_only=True))
-            if scaler is not None and os.path.exists(os.path.join(cdir, "scaler.pt")):
-                scaler.load_state_dict(torch.load(os.path.join(cdir, "scaler.pt"), weights_only=True))
+            self.opt.load_state_dict(
+                torch.load(os.path.join(cdir, "optimizer.pt"), map_location=device, weights_only=True)
+            )
+            self.sched.load_state_dict(torch.load(os.path.join(cdir, "scheduler.pt"), weights_only=True))
+            if self.scaler is not None and os.path.exists(os.path.join(cdir, "scaler.pt")):
+                self.scaler.load_state_dict(torch.load(os.path.join(cdir, "scaler.pt"), weights_only=True))
 
-    epoch, step_in_epoch = int(state.get("epoch", 0)), int(state.get("step_in_epoch", 0))
-    if step_in_epoch >= spe:  # the world size changed since the checkpoint and the epoch got shorter
-        epoch, step_in_epoch = epoch + 1, 0
-    epoch_loss, epoch_steps = float(state.get("epoch_loss_sum", 0.0)), int(state.get("epoch_steps", 0))
-    elapsed0 = float(state.get("train_seconds", 0.0))
-    examples_seen = int(state.get("examples_seen", 0))
-    # the best checkpoint so far by eval loss (carried by every checkpoint's state, so it survives a resume)
-    best: dict[str, Any] = {k: state[k] for k in ("best_step", "best_eval_loss", "best_checkpoint") if k in state}
-    if state and int(state.get("world_size", world)) != world:
-        _say(f"[{s.stage}] resuming a checkpoint of {state['world_size']} workers on {world}")
-
-    metrics = MetricsLog(s.run_uri, metrics_rel(s.stage)) if rank == 0 else None
-    if metrics is not None:
-        metrics.truncate_after(start_step)
-        metrics.append({
-            "event": "start", "step": start_step, "epoch": epoch, "step_in_epoch": step_in_epoch,
-            "world_size": world, "total_steps": total, "steps_per_epoch": spe, "examples": n,
-            "eval_examples": n_eval, "max_steps": s.max_steps, "driver_id": s.driver_id, "time": time.time(),
+    def _log_start(self, pos: Position) -> None:
+        """Rank 0: the metrics log cut back to the resume step, a start line, and one line on the console."""
+        if self.metrics is None:
+            return
+        s, total, spe = self.s, self.total, self.spe
+        self.metrics.truncate_after(pos.global_step)
+        self.metrics.append({
+            "event": "start", "step": pos.global_step, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
+            "world_size": self.world, "total_steps": total, "steps_per_epoch": spe, "examples": self.n,
+            "eval_examples": self.n_eval, "max_steps": s.max_steps, "driver_id": s.driver_id, "time": time.time(),
         })
-        what = f"resuming at step {start_step}" if start_step else "starting"
+        what = f"resuming at step {pos.global_step}" if pos.global_step else "starting"
         length = f"{s.epochs} epochs x {spe} steps" if s.max_steps is None else f"max_steps, {spe} steps per epoch"
-        evals = f", {n_eval} eval examples" if n_eval else ""
-        _say(f"[{s.stage}] {what} of {total} ({length}, {n} examples{evals}, {world} workers)")
+        evals = f", {self.n_eval} eval examples" if self.n_eval else ""
+        _say(f"[{s.stage}] {what} of {total} ({length}, {self.n} examples{evals}, {self.world} workers)")
 
-    def run_eval(step: int, ep: int) -> float:
-        """The eval loss at this step (every rank gets the same value); updates `best`; rank 0 logs it."""
-        value = evaluate(task, model, device, dtype, rank, world, max(1, math.ceil(s.global_batch / world)))
+    def train_step(self, batch: dict[str, Any]) -> float:
+        """One optimizer step on this rank's batch; the step's loss averaged over ranks."""
+        import torch
+
+        self.ddp.train()
+        # Dropout draws from a seed of (seed, step, rank), not from a generator that has run since the worker
+        # started: a training resumed at a checkpoint then takes exactly the uninterrupted steps.
+        torch.manual_seed(step_seed(self.s.seed, self.pos.global_step, self.rank))
+        amp = torch.autocast(device_type=self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+        with amp:
+            loss, value = self.task.compute_loss(self.ddp, batch, self.device)
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), MAX_GRAD_NORM)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), MAX_GRAD_NORM)
+            self.opt.step()
+        self.sched.step()
+        self.pos.global_step += 1
+        _inject_fault(self.s, self.pos.global_step, self.rank, self.world)
+        return _mean_over_ranks(float(value), self.device)
+
+    def evaluate(self, step: int, epoch: int) -> float:
+        """The eval loss at this step (every rank gets the same value); updates the best; rank 0 logs it."""
+        value = evaluate(self.task, self.model, self.device, self.dtype, self.rank, self.world,
+                         max(1, math.ceil(self.s.global_batch / self.world)))
+        best = self.pos.best
         if "best_eval_loss" not in best or value < float(best["best_eval_loss"]):
             best.update(best_step=step, best_eval_loss=value, best_checkpoint=checkpoint_name(step))
-        if metrics is not None:
-            metrics.append({
-                "event": "eval", "step": step, "epoch": ep, "eval_loss": value, "examples": n_eval,
+        if self.metrics is not None:
+            self.metrics.append({
+                "event": "eval", "step": step, "epoch": epoch, "eval_loss": value, "examples": self.n_eval,
                 "best_step": best["best_step"], "best_eval_loss": best["best_eval_loss"], "time": time.time(),
             })
-            _say(f"[{s.stage}] step {step}/{total} eval loss {value:.4f} (best {best['best_eval_loss']:.4f} "
-                 f"at step {best['best_step']})")
+            _say(f"[{self.s.stage}] step {step}/{self.total} eval loss {value:.4f} (best "
+                 f"{best['best_eval_loss']:.4f} at step {best['best_step']})")
         return value
 
-    def save_checkpoint(step: int, ep: int, sie: int, loss: float, e_loss: float, e_steps: int) -> None:
-        eval_loss = run_eval(step, ep) if n_eval else None
-        st = {
-            "global_step": step, "epoch": ep, "step_in_epoch": sie, "world_size": world, "total_steps": total,
-            "steps_per_epoch": spe, "epoch_loss_sum": e_loss, "epoch_steps": e_steps,
-            "train_seconds": elapsed0 + (time.perf_counter() - t_start), "examples_seen": examples_seen,
-            "finished": step >= total, "loss": loss, "seed": s.seed, "time": time.time(),
-            **({"eval_loss": eval_loss, **best} if eval_loss is not None else {}),
-        }
-        report = {"step": step, "loss": loss, **({"eval_loss": eval_loss} if eval_loss is not None else {})}
-        name = checkpoint_name(step)
-        if rank == 0:
-            tmp = tempfile.mkdtemp(prefix=f"xqg-{s.name}-ckpt-")
-            try:
-                task.save_model(model, os.path.join(tmp, "model"))
-                torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
-                torch.save(sched.state_dict(), os.path.join(tmp, "scheduler.pt"))
-                if scaler is not None:
-                    torch.save(scaler.state_dict(), os.path.join(tmp, "scaler.pt"))
-                write_state(tmp, st)
-                ray.train.report(
-                    report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name,
-                )
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            assert metrics is not None
-            metrics.append({"event": "checkpoint", "step": step, "epoch": ep, "name": name, "time": time.time()})
-        else:
-            ray.train.report(report, checkpoint=None, checkpoint_dir_name=name)
+    def checkpoint(self, epoch: int, step_in_epoch: int, epoch_loss: float, epoch_steps: int) -> None:
+        """Evaluate (a task with eval pairs), then report a checkpoint that resumes at (epoch, step_in_epoch)."""
+        import ray.train
+        import torch
 
-    t_start = time.perf_counter()
-    global_step = start_step
-    win_loss, win_steps, win_examples, win_t = 0.0, 0, 0, time.perf_counter()
-    last_loss = float(state.get("loss", float("nan")))
-    pool = ThreadPoolExecutor(max_workers=1)  # tokenizes the next batch while this one trains
-    try:
-        ep = epoch
-        while global_step < total:  # epochs (repeating as needed under max_steps) until the last step
-            order = epoch_order(n, s.seed, ep)
-            first = step_in_epoch if ep == epoch else 0
-            if ep != epoch:
-                epoch_loss, epoch_steps = 0.0, 0
-            nxt = pool.submit(task.make_batch, local_indices(order, first, s.global_batch, rank, world), ep) \
-                if first < spe else None
-            for step in range(first, spe):
-                assert nxt is not None
-                batch = nxt.result()
-                if step + 1 < spe and global_step + 1 < total:
-                    nxt = pool.submit(
-                        task.make_batch, local_indices(order, step + 1, s.global_batch, rank, world), ep
-                    )
-                ddp.train()
-                # Dropout draws from a seed of (seed, step, rank), not from a generator that has run since the
-                # worker started: a training resumed at a checkpoint then takes exactly the uninterrupted steps.
-                torch.manual_seed(step_seed(s.seed, global_step, rank))
-                amp = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-                with amp:
-                    loss, value = task.compute_loss(ddp, batch, device)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-                    scaler.step(opt)
-                    scaler.update()
+        pos, step = self.pos, self.pos.global_step
+        eval_loss = self.evaluate(step, epoch) if self.n_eval else None
+        st = {
+            "global_step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "world_size": self.world,
+            "total_steps": self.total, "steps_per_epoch": self.spe, "epoch_loss_sum": epoch_loss,
+            "epoch_steps": epoch_steps, "train_seconds": pos.train_seconds + (time.perf_counter() - self.t_start),
+            "examples_seen": pos.examples_seen, "finished": step >= self.total, "loss": pos.last_loss,
+            "seed": self.s.seed, "time": time.time(),
+            **({"eval_loss": eval_loss, **pos.best} if eval_loss is not None else {}),
+        }
+        report = {"step": step, "loss": pos.last_loss, **({"eval_loss": eval_loss} if eval_loss is not None else {})}
+        name = checkpoint_name(step)
+        if self.rank != 0:
+            ray.train.report(report, checkpoint=None, checkpoint_dir_name=name)
+            return
+        tmp = tempfile.mkdtemp(prefix=f"xqg-{self.s.name}-ckpt-")
+        try:
+            self.task.save_model(self.model, os.path.join(tmp, "model"))
+            torch.save(self.opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
+            torch.save(self.sched.state_dict(), os.path.join(tmp, "scheduler.pt"))
+            if self.scaler is not None:
+                torch.save(self.scaler.state_dict(), os.path.join(tmp, "scaler.pt"))
+            write_state(tmp, st)
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        assert self.metrics is not None
+        self.metrics.append({"event": "checkpoint", "step": step, "epoch": epoch, "name": name, "time": time.time()})
+
+    def _log_step(self, win: Window, epoch: int) -> Window:
+        """Rank 0: a progress line for the window of steps since the last one; the next, empty window."""
+        dt = max(time.perf_counter() - win.since, 1e-9)
+        row = {
+            "event": "step", "step": self.pos.global_step, "epoch": epoch, "loss": win.loss / win.steps,
+            "lr": self.sched.get_last_lr()[0], "steps_per_s": win.steps / dt, "examples_per_s": win.examples / dt,
+            "time": time.time(),
+        }
+        assert self.metrics is not None
+        self.metrics.append(row)
+        _say(
+            f"[{self.s.stage}] step {self.pos.global_step}/{self.total} epoch {epoch + 1}/{self.epochs_shown} "
+            f"loss {row['loss']:.4f} lr {row['lr']:.2e} {row['steps_per_s']:.2f} steps/s "
+            f"{row['examples_per_s']:.1f} examples/s"
+        )
+        return Window()
+
+    def run_epoch(self, epoch: int, first: int, pool: ThreadPoolExecutor) -> None:
+        """The steps of one epoch from step `first` on, until its end or the last step of the training."""
+        s, pos, spe, rank, world = self.s, self.pos, self.spe, self.rank, self.world
+        order = epoch_order(self.n, s.seed, epoch)
+        win = Window()
+        nxt = pool.submit(self.task.make_batch, local_indices(order, first, s.global_batch, rank, world), epoch)
+        for step in range(first, spe):
+            batch = nxt.result()
+            if step + 1 < spe and pos.global_step + 1 < self.total:  # tokenizes the next batch while this one trains
+                nxt = pool.submit(
+                    self.task.make_batch, local_indices(order, step + 1, s.global_batch, rank, world), epoch
+                )
+            step_loss = self.train_step(batch)
+            examples = len(order[step * s.global_batch : (step + 1) * s.global_batch])
+            pos.examples_seen += examples
+            pos.epoch_loss, pos.epoch_steps, pos.last_loss = pos.epoch_loss + step_loss, pos.epoch_steps + 1, step_loss
+            win.loss, win.steps, win.examples = win.loss + step_loss, win.steps + 1, win.examples + examples
+            end_of_epoch, last = step == spe - 1, pos.global_step >= self.total
+            if rank == 0 and (pos.global_step % s.log_every_steps == 0 or end_of_epoch or last):
+                win = self._log_step(win, epoch)
+            if end_of_epoch and self.metrics is not None:
+                self.metrics.append({
+                    "event": "epoch", "step": pos.global_step, "epoch": epoch,
+                    "mean_loss": pos.epoch_loss / pos.epoch_steps, "steps": pos.epoch_steps, "time": time.time(),
+                })
+            # Under max_steps, no extra checkpoint per epoch: the data position inside an epoch resumes as well.
+            if pos.global_step % s.checkpoint_every_steps == 0 or last or (end_of_epoch and s.max_steps is None):
+                if end_of_epoch:  # the resumed run starts a fresh epoch
+                    self.checkpoint(epoch + 1, 0, 0.0, 0)
                 else:
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-                    opt.step()
-                sched.step()
-                global_step += 1
-                _inject_fault(s, global_step, rank, world)
-                step_loss = _mean_over_ranks(float(value), device)
-                g_examples = len(order[step * s.global_batch : (step + 1) * s.global_batch])
-                examples_seen += g_examples
-                epoch_loss += step_loss
-                epoch_steps += 1
-                last_loss = step_loss
-                win_loss, win_steps, win_examples = win_loss + step_loss, win_steps + 1, win_examples + g_examples
-                end_of_epoch = step == spe - 1
-                last = global_step >= total
-                if rank == 0 and (global_step % s.log_every_steps == 0 or end_of_epoch or last):
-                    dt = max(time.perf_counter() - win_t, 1e-9)
-                    row = {
-                        "event": "step", "step": global_step, "epoch": ep, "loss": win_loss / win_steps,
-                        "lr": sched.get_last_lr()[0], "steps_per_s": win_steps / dt, "examples_per_s": win_examples / dt,
-                        "time": time.time(),
-                    }
-                    assert metrics is not None
-                    metrics.append(row)
-                    _say(
-                        f"[{s.stage}] step {global_step}/{total} epoch {ep + 1}/{epochs_shown} loss {row['loss']:.4f} "
-                        f"lr {row['lr']:.2e} {row['steps_per_s']:.2f} steps/s {row['examples_per_s']:.1f} examples/s"
-                    )
-                    win_loss, win_steps, win_examples, win_t = 0.0, 0, 0, time.perf_counter()
-                if end_of_epoch and rank == 0:
-                    assert metrics is not None
-                    metrics.append({
-                        "event": "epoch", "step": global_step, "epoch": ep, "mean_loss": epoch_loss / epoch_steps,
-                        "steps": epoch_steps, "time": time.time(),
-                    })
-                # Under max_steps, no extra checkpoint per epoch: the data position inside an epoch resumes as well.
-                if global_step % s.checkpoint_every_steps == 0 or last or (end_of_epoch and s.max_steps is None):
-                    if end_of_epoch:  # the resumed run starts a fresh epoch
-                        save_checkpoint(global_step, ep + 1, 0, last_loss, 0.0, 0)
-                    else:
-                        save_checkpoint(global_step, ep, step + 1, last_loss, epoch_loss, epoch_steps)
-                if last:
-                    break
-            ep += 1
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    if dist.is_initialized():
-        dist.barrier()
+                    self.checkpoint(epoch, step + 1, pos.epoch_loss, pos.epoch_steps)
+            if last:
+                return
+
+    def run(self) -> None:
+        """Train from the resume position to the last step (epochs repeat as needed under max_steps)."""
+        import torch.distributed as dist
+
+        pos = self.pos
+        epoch, first = pos.epoch, pos.step_in_epoch
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            while pos.global_step < self.total:
+                self.run_epoch(epoch, first, pool)
+                epoch, first = epoch + 1, 0
+                pos.epoch_loss, pos.epoch_steps = 0.0, 0
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if dist.is_initialized():
+            dist.barrier()
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """The per-worker training function given to TorchTrainer."""
+    TrainLoop(config).run()

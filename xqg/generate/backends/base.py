@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from xqg.models.family import is_t5_family, model_is_encoder_decoder
 
 if TYPE_CHECKING:  # config imports the backends to validate them: importing config or rundir here would cycle
     from xqg.config import GenerateConfig
     from xqg.rundir import RunDir
 
 FLOAT_TYPES = ("float16", "bfloat16", "float32")
-# Hub names of encoder-decoder families, for guessing at config time without the network.
-_ENCODER_DECODER_NAME = re.compile(r"(^|[/_-])(m?t5|mt0|byt5|umt5|flan-t5|bart|mbart|pegasus|marian|opus-mt|nllb|m2m100)", re.I)
-# T5-family hub names (t5, mt5, umt5, byt5, flan-t5, mt0, long-t5) and config.json model types.
-_T5_FAMILY_NAME = re.compile(r"(^|[/_.-])(u?m?t5|byt5|mt0|long-?t5)(?=$|[/_.-])", re.I)
-_T5_MODEL_TYPES = {"t5", "mt5", "umt5", "byt5", "longt5"}
 # Compute types whose activations are float16: T5-family models overflow in them (inf, then NaN or garbage).
 FLOAT16_COMPUTE_TYPES = ("float16", "int8_float16")
 
@@ -45,52 +39,6 @@ class SamplingSettings:
             num_queries=gen.num_queries, top_k=gen.top_k, temperature=gen.temperature,
             max_new_tokens=gen.max_new_tokens, max_input_len=gen.max_input_len,
         )
-
-
-def model_is_encoder_decoder(model_path: str, trust_remote_code: bool = False) -> bool:
-    """Whether a local folder or hub model is encoder-decoder (mT5) rather than decoder-only."""
-    cfg = Path(model_path) / "config.json"
-    if cfg.is_file():
-        return bool(json.loads(cfg.read_text(encoding="utf-8")).get("is_encoder_decoder", False))
-    from transformers import AutoConfig
-
-    return bool(AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code).is_encoder_decoder)
-
-
-def guess_encoder_decoder(model: object) -> bool:
-    """Best guess without the network: a scratch mT5, a local folder's config, or the hub name's family."""
-    if model is None:
-        return False
-    scratch = getattr(model, "scratch", None)
-    if scratch is not None:
-        return scratch == "mt5"
-    name = str(model)
-    if (Path(name) / "config.json").is_file():
-        return model_is_encoder_decoder(name)
-    return bool(_ENCODER_DECODER_NAME.search(name))
-
-
-def is_t5_family(model: object) -> bool:
-    """Whether a generator is a T5-family model (mT5, T5, umT5, ByT5, mT0, Flan-T5), without the network.
-
-    A scratch spec, a local folder's config.json model_type, or else the hub name (`google/mt5-base`,
-    `ielabgroup/xor-tydi-docTquery-mt5-base`, `bigscience/mt0-base`, ...).
-    """
-    if model is None:
-        return False
-    scratch = getattr(model, "scratch", None)
-    if scratch is not None:
-        return scratch == "mt5"
-    name = str(model)
-    cfg = Path(name) / "config.json"
-    if cfg.is_file():
-        try:
-            model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
-        except (OSError, ValueError):
-            model_type = ""
-        if model_type:
-            return str(model_type).lower() in _T5_MODEL_TYPES
-    return bool(_T5_FAMILY_NAME.search(name))
 
 
 def float16_message(model: object, compute_type: str) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from xqg.generate.backends.base import (
-    BackendUnavailable, GeneratorBackend, SamplingSettings, is_t5_family, t5_safe_compute_type,
+    BackendUnavailable, GeneratorBackend, SamplingSettings, t5_safe_compute_type,
 )
+from xqg.models.family import is_t5_family
 
 if TYPE_CHECKING:
     from xqg.config import GenerateConfig

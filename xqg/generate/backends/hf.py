@@ -7,8 +7,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from xqg.generate.backends.base import (
-    GeneratorBackend, SamplingSettings, float16_message, float_compute_type, is_t5_family, t5_safe_compute_type,
+    GeneratorBackend, SamplingSettings, float16_message, float_compute_type, t5_safe_compute_type,
 )
+from xqg.models.family import is_t5_family
 from xqg.generate.prompts import stable_seed
 
 if TYPE_CHECKING:

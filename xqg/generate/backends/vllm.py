@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from xqg.generate.backends.base import (
-    BackendUnavailable, GeneratorBackend, SamplingSettings, float_compute_type, guess_encoder_decoder,
-    model_is_encoder_decoder,
+    BackendUnavailable, GeneratorBackend, SamplingSettings, float_compute_type,
 )
+from xqg.models.family import guess_encoder_decoder, model_is_encoder_decoder
 
 if TYPE_CHECKING:
     from xqg.config import GenerateConfig
