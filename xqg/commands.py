@@ -140,7 +140,7 @@ def _tune(config: Config, args: argparse.Namespace) -> StageResult:
 
 
 def _fuse(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.fuse import run_fuse_sets
+    from xqg.tune import run_fuse_sets
 
     return run_fuse_sets(config)
 

@@ -200,12 +200,3 @@ def run_fuse(config: Config) -> StageSummary:
     })
     return runner.close()
 
-
-def run_fuse_sets(config: Config) -> list[StageSummary]:
-    """The paper's fused set (fuse.alpha, fuse.reduce) and, when tune.query_set is configured, the tuned one."""
-    summaries = [run_fuse(config)]
-    if config.tune.query_set is not None:
-        from xqg.tune import tuned_config
-
-        summaries.append(run_fuse(tuned_config(config)))
-    return summaries

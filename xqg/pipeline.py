@@ -70,7 +70,7 @@ def _tune(config: Config) -> list[StageSummary]:
 
 
 def _fuse(config: Config) -> list[StageSummary]:
-    from xqg.fuse import run_fuse_sets
+    from xqg.tune import run_fuse_sets
 
     return run_fuse_sets(config)
 

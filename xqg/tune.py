@@ -200,3 +200,13 @@ def tuned_config(config: Config) -> Config:
     })
     return config.model_copy(update={"fuse": fuse})
 
+
+
+def run_fuse_sets(config: Config) -> list[StageSummary]:
+    """The paper's fused set (fuse.alpha, fuse.reduce) and, when tune.query_set is configured, the tuned one."""
+    from xqg.fuse import run_fuse
+
+    summaries = [run_fuse(config)]
+    if config.tune.query_set is not None:
+        summaries.append(run_fuse(tuned_config(config)))
+    return summaries

@@ -8,9 +8,8 @@ import pytest
 
 from xqg.config import ConfigError, load_config
 from xqg.encode.vectors import vector_column
-from xqg.fuse import run_fuse_sets
 from xqg.rundir import RunDir, shard_name
-from xqg.tune import choose, run_tune
+from xqg.tune import choose, run_fuse_sets, run_tune
 
 # the tune unit and the fused sets run as Ray tasks on the workers
 pytestmark = pytest.mark.usefixtures("ray_local")
