@@ -124,7 +124,7 @@ def _small_overrides(data: Path, run_dir: Path) -> list[str]:
         f"queries.0.path={data / 'dev.jsonl'}", f"queries.1.path={data / 'heldout.jsonl'}",
         "settings=[]",  # the supervised setting only: the zero-shot one is the demo's, not the plumbing's
         f"train_qg.train_files={train}", "train_qg.max_steps=12", "train_qg.batch_size=16", "train_qg.num_workers=1",
-        f"train_dr.train_files={train}", "train_dr.epochs=1", "train_dr.batch_size=16", "train_dr.num_workers=1",
+        f"train_dr.train_files={train}", "train_dr.epochs=1", "train_dr.max_steps=", "train_dr.batch_size=16", "train_dr.num_workers=1",
         f"generate.num_queries={NUM_QUERIES}", "generate.max_new_tokens=12",
         f"fuse.alpha={ALPHA}", f"search.depth={DEPTH}", "evaluate.permutations=200",
     ]

@@ -48,6 +48,7 @@ def overrides(run_dir: Path) -> list[str]:
         corpus.write_text("".join(lines[:240]), encoding="utf-8")
     dev = REPO / "data" / "demo" / "dev.jsonl"
     return [f"run_dir={run_dir}", f"languages=[{', '.join(LANGS)}]", f"corpus.path={corpus}", "settings=[]",
+    "tune.query_set=",  # no held-out set here: no tune stage
             f"queries=[{{name: dev, path: '{dev}', format: xor_tydi}}]",
             "index.shard_size=50", "search.depth=20", "evaluate.permutations=200"]
 

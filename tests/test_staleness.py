@@ -38,6 +38,7 @@ def config_for(run_dir: Path, mt5: str, bert: str, *overrides: str) -> Config:
     passages, dev = demo_subset(Path(run_dir).parent / "demo-subset")
     return load_config(REPO / "configs" / "demo.yaml", [
         f"corpus.path={passages}", f"queries=[{{name: dev, path: '{dev}', format: xor_tydi}}]", "settings=[]",
+        "tune.query_set=",  # no held-out set here: no tune stage
         f"run_dir={run_dir}", f"languages=[{', '.join(LANGS)}]", f"generate.model={mt5}", "generate.num_queries=2",
         "generate.max_new_tokens=6", f"encode.model={bert}", f"index.shard_size={INDEX_SHARD}",
         "evaluate.permutations=200", *overrides,

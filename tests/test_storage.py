@@ -77,6 +77,7 @@ def runs(ray_local, tiny_bert_dir, tmp_path_factory) -> dict[str, Any]:
             f"run_dir={run_dir}", f"corpus.path={_write(root / 'passages.jsonl', passages)}",
             f"corpus.num_shards={SHARDS}", f"queries=[{{name: dev, path: '{_write(root / 'q.jsonl', questions)}'}}]",
             "settings=[]", f"encode.model={tiny_bert_dir}", f"fuse.alpha={ALPHA}", "evaluate.permutations=200",
+            "tune.query_set=",  # no held-out set here: no tune stage
             f"storage.dtype={dtype}", "encode.pooling=mean",
             "index.shard_size=50",  # index shards that straddle corpus shards: the source rows must line up
         ])

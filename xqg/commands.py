@@ -136,50 +136,59 @@ def _encode(config: Config, args: argparse.Namespace) -> StageResult:
     return run_encode(config, args.target, args.languages, args.shards)
 
 
-def _fuse(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.fuse import run_fuse
+def _tune(config: Config, args: argparse.Namespace) -> StageResult:
+    from xqg.tune import run_tune
 
-    return run_fuse(config)
+    return run_tune(config)
+
+
+def _fuse(config: Config, args: argparse.Namespace) -> StageResult:
+    from xqg.tune import run_fuse_sets
+
+    return run_fuse_sets(config)
 
 
 # ---- index, search -----------------------------------------------------------------------------------------
 def _index_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", action="append",
                    help="'passages' (= the baseline index) or a fused set's name; repeatable. "
-                        "Default: baseline, plus fuse.name when fused/<fuse.name> exists")
+                        "Default: baseline, plus fuse.name and its tuned set when they are fused")
 
 
 def _index(config: Config, args: argparse.Namespace) -> StageResult:
     from xqg.index import run_index
-    from xqg.layout import BASELINE, FUSE, fused_set
+    from xqg.layout import BASELINE, FUSE, fused_set, tuned_set
     from xqg.rundir import RunDir
 
     names = args.name
     if not names:
         names = [BASELINE]
-        if any(u.startswith(f"{fused_set(config)}/") for u in RunDir(config.run_dir).done_units(FUSE)):
-            names.append(fused_set(config))
+        done = RunDir(config.run_dir).done_units(FUSE)
+        for fused in (fused_set(config), tuned_set(config)):  # the paper's fused set, then the tuned one
+            if any(u.startswith(f"{fused}/") for u in done):
+                names.append(fused)
     return [run_index(config, n) for n in names]
 
 
 def _search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", action="append",
                    help="index name (baseline, or a fused set's name); repeatable. "
-                        "Default: baseline, plus fuse.name when index/<fuse.name> exists")
+                        "Default: baseline, plus fuse.name and its tuned set when they are indexed")
     p.add_argument("--queries", help="query set (default: search.query_set, else the first configured set)")
 
 
 def _search(config: Config, args: argparse.Namespace) -> StageResult:
     from xqg.index.build import MANIFEST
-    from xqg.layout import BASELINE, fused_set, index_dir
+    from xqg.layout import BASELINE, fused_set, index_dir, tuned_set
     from xqg.rundir import RunDir
     from xqg.search import run_search
 
     names = args.index
     if not names:
         names = [BASELINE]
-        if RunDir(config.run_dir).exists(index_dir(fused_set(config)), MANIFEST):
-            names.append(fused_set(config))
+        for fused in (fused_set(config), tuned_set(config)):  # the paper's fused set, then the tuned one
+            if RunDir(config.run_dir).exists(index_dir(fused), MANIFEST):
+                names.append(fused)
     return [run_search(config, n, args.queries) for n in names]
 
 
@@ -259,8 +268,10 @@ register(Command("train_dr", "Contrastive fine-tuning of the bi-encoder (xDR) on
                  "checkpoints.", _train_dr))
 register(Command("encode", "Encode passages, generated queries (one summed vector per passage and language) and "
                  "query sets.", _encode, _encode_arguments))
+register(Command("tune", "Choose the fusion (alpha, reduction) on the held-out query set tune.query_set, never dev.",
+                 _tune))
 register(Command("fuse", "Fuse passage embeddings with their generated-query sums: "
-                 "e'(p) = (1 - alpha) e(p) + alpha sum_q e(q).", _fuse))
+                 "e'(p) = (1 - alpha) e(p) + alpha sum_q e(q); with tune.query_set also the tuned fused set.", _fuse))
 register(Command("index", "Build FAISS indexes: the baseline over the passage embeddings and the fused set's.",
                  _index, _index_arguments))
 register(Command("search", "Search a query set against indexes; writes runs/<name>.tsv and runs/<name>.trec.",

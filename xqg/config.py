@@ -332,6 +332,9 @@ class TrainDRConfig(Strict):
     batch_size: int = Field(128, ge=1, description="Global batch of queries (split across workers).")
     lr: float = Field(1e-5, gt=0, description="AdamW learning rate (Tevatron's recipe, the paper: 1e-5).")
     epochs: int = Field(40, ge=1, description="Passes over the training queries (the paper: 40).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Optimizer steps to train (epochs repeat as needed); null = train_dr.epochs passes."
+    )
     warmup_ratio: float = Field(
         0.1, ge=0, le=1, description="Linear warm-up share of the steps (Tevatron's default 0.1)."
     )
@@ -395,6 +398,11 @@ class SettingConfig(Strict):
     )
     train_languages: list[str] = Field(description="train_dr.languages of this setting (zero-shot: [en]).")
     label: str = Field("", description="Heading in the report; empty = the name.")
+    xqg_pairs: XQGPairsConfig | None = Field(
+        None, description="train_dr.xqg_pairs of this setting (e.g. zero-shot + generated pairs); None = train_dr's."
+    )
+    epochs: int | None = Field(None, ge=1, description="train_dr.epochs of this setting; None = train_dr's.")
+    max_steps: int | None = Field(None, ge=1, description="train_dr.max_steps of this setting; None = train_dr's.")
 
     @field_validator("name")
     @classmethod
@@ -455,9 +463,41 @@ class FuseConfig(Strict):
         None, description="The fused set's languages; None = the run's languages (a new language never changes a set)."
     )
     num_queries: int | None = Field(None, ge=1, description="Use the first k queries of each list; None = all.")
-    reduce: Literal["sum", "mean"] = Field(
-        "sum", description="sum (the paper) or mean of the generated-query vectors of a passage."
+    reduce: Literal["sum", "mean", "norm"] = Field(
+        "sum",
+        description="How a passage's generated-query embeddings are reduced: sum (the paper's), mean, or norm (the "
+        "sum rescaled to the length of e(p), so alpha is the share of the fused vector whatever the encoder's scale).",
     )
+
+
+class TuneConfig(Strict):
+    """Choosing the fusion (alpha, reduction) per setting on a held-out query set, never on the evaluated one."""
+
+    query_set: str | None = Field(
+        None, description="The held-out query set to tune on (one of queries, not the evaluated one); None = no tuning."
+    )
+    alphas: list[float] = Field(
+        default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5],
+        description="The alphas tried, each with every reduction (the configured fuse.alpha / reduce is tried first).",
+    )
+    reductions: list[Literal["sum", "mean", "norm"]] = Field(
+        default_factory=lambda: ["sum", "mean", "norm"], description="The reductions tried (see fuse.reduce)."
+    )
+    metric: Literal["R@2kt", "R@5kt", "mrr@10"] = Field(
+        "R@2kt", description="What the choice maximises on the held-out set (ties: R@5kt, then MRR@10, then grid order)."
+    )
+
+    @field_validator("query_set")
+    @classmethod
+    def _name_is_a_path_part(cls, v: str | None) -> str | None:
+        return None if v is None else check_name("tune.query_set", v)
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas_in_range(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < a <= 1 for a in v):
+            raise ValueError(f"tune.alphas must be a non-empty list of values in (0, 1], got {v}")
+        return v
 
 
 class IndexConfig(Strict):
@@ -503,6 +543,7 @@ class EvaluateConfig(Strict):
     kt: list[int] = Field(
         default_factory=lambda: [2, 5], description="R@kt cut-offs in thousands of tokens (XOR-TyDi's R@2kt and R@5kt)."
     )
+    main_label: str = Field("main", description="The main setting's name in the report's lead table.")
     include_title: bool = Field(
         False, description="Count the title's tokens with the text in R@kt; false = text only, as XOR-TyDi's script."
     )
@@ -602,6 +643,7 @@ class Config(Strict):
     fuse: FuseConfig = Field(default_factory=FuseConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -631,6 +673,14 @@ class Config(Strict):
         settings = [s.name for s in self.settings]
         if len(set(settings)) != len(settings):
             raise ValueError(f"setting names must be unique, got {settings}")
+        if self.tune.query_set is not None:
+            if self.tune.query_set not in names:
+                raise ValueError(f"tune.query_set {self.tune.query_set!r} is not one of queries {names}")
+            evaluated = {names[0], *([self.search.query_set] if self.search.query_set else [])}
+            if self.tune.query_set in evaluated:
+                raise ValueError(
+                    f"tune.query_set {self.tune.query_set!r} is the evaluated query set: tune on a held-out set, never dev"
+                )
         if self.setting is not None and self.setting not in settings:
             raise ValueError(f"setting {self.setting!r} is not one of settings {settings}")
         # Each backend checks what it can before any work starts (e.g. vllm: no encoder-decoder generator).
@@ -648,7 +698,9 @@ class Config(Strict):
         found = next((s for s in self.settings if s.name == name), None)
         if found is None:
             raise ValueError(f"setting {name!r} is not one of settings {[s.name for s in self.settings]}")
-        train_dr = self.train_dr.model_copy(update={"languages": found.train_languages})
+        update: dict[str, Any] = {"languages": found.train_languages}
+        update.update({k: v for k in ("xqg_pairs", "epochs", "max_steps") if (v := getattr(found, k)) is not None})
+        train_dr = self.train_dr.model_copy(update=update)
         return self.model_copy(update={"setting": name, "train_dr": train_dr})
 
     def to_yaml(self) -> str:

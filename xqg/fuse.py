@@ -36,13 +36,28 @@ log = logging.getLogger(__name__)
 
 
 
+def reduce_generated(passages: np.ndarray, sums: np.ndarray, counts: np.ndarray, reduce: str) -> np.ndarray:
+    """The generated queries' part of the fusion: their sum (the paper's), their mean, or the sum rescaled to the
+    length of e(p) ('norm')."""
+    if reduce == "sum":
+        return sums
+    if reduce == "mean":
+        return sums / np.maximum(counts, 1)[:, None].astype(np.float32)
+    if reduce == "norm":
+        # The raw sum's length varies with the passage (and its scale with the encoder): rescaled to |e(p)|, only
+        # its direction counts, and alpha is the generated queries' share of the fused vector.
+        lengths = np.linalg.norm(sums, axis=1, keepdims=True)
+        return sums * (np.linalg.norm(passages, axis=1, keepdims=True) / np.maximum(lengths, 1e-12))
+    raise ValueError(f"unknown fuse.reduce {reduce!r}: sum, mean or norm")
+
+
 def fuse_vectors(passages: np.ndarray, sums: np.ndarray, counts: np.ndarray, alpha: float, reduce: str) -> np.ndarray:
-    """(1 - alpha) e(p) + alpha * (sum or mean of e(q)) in float32 whatever the inputs' dtype; rows with no generated
-    query keep e(p) unchanged."""
+    """(1 - alpha) e(p) + alpha * (sum, mean or norm of e(q)) in float32 whatever the inputs' dtype; rows with no
+    generated query keep e(p) unchanged."""
     # float16 inputs would make numpy compute in float16 (alpha is a weak Python scalar): widen first, round once
     passages, sums = passages.astype(np.float32, copy=False), sums.astype(np.float32, copy=False)
     has = counts > 0
-    gen = sums if reduce == "sum" else sums / np.maximum(counts, 1)[:, None].astype(np.float32)
+    gen = reduce_generated(passages, sums, counts, reduce)
     fused = (1.0 - alpha) * passages + alpha * gen
     return np.where(has[:, None], fused, passages).astype(np.float32, copy=False)
 
@@ -185,3 +200,4 @@ def run_fuse(config: Config) -> StageSummary:
         "generated rows without a passage (ignored)": totals["unmatched_generated"],
     })
     return runner.close()
+

@@ -14,10 +14,11 @@ from xqg.rundir import parse_shard, shard_name
 
 __all__ = ["check_name", "check_run_path"]  # re-exported: stages ask layout for every path
 
-INGEST, TRAIN_QG, GENERATE, TRAIN_DR, ENCODE, FUSE, INDEX, SEARCH, EVALUATE = (
-    "ingest", "train_qg", "generate", "train_dr", "encode", "fuse", "index", "search", "evaluate",
+INGEST, TRAIN_QG, GENERATE, TRAIN_DR, ENCODE, TUNE, FUSE, INDEX, SEARCH, EVALUATE = (
+    "ingest", "train_qg", "generate", "train_dr", "encode", "tune", "fuse", "index", "search", "evaluate",
 )
-STAGES: tuple[str, ...] = (INGEST, TRAIN_QG, GENERATE, TRAIN_DR, ENCODE, FUSE, INDEX, SEARCH, EVALUATE)
+STAGES: tuple[str, ...] = (INGEST, TRAIN_QG, GENERATE, TRAIN_DR, ENCODE, TUNE, FUSE, INDEX, SEARCH, EVALUATE)
+TUNED = "tuned"  # the suffix of a fused set made with the fusion that the tune stage chose
 PART = "part-00000.parquet"
 
 # encode targets; each is also the first folder of its units under embeddings/
@@ -149,6 +150,21 @@ def is_baseline(name: str) -> bool:
     return name in (BASELINE, PASSAGES) or name.startswith(f"{BASELINE}-")
 
 
+def tune_unit(config: Config) -> str:
+    """The tune stage's unit of a setting: named after the paper's fused set it tunes ('xqg', 'xqg-zero_shot')."""
+    return fused_set(config)
+
+
+def tune_file(config: Config) -> str:
+    """tune/<fused set>.json: the tune stage's choice and its held-out scores."""
+    return posixpath.join("tune", f"{tune_unit(config)}.json")
+
+
+def tuned_set(config: Config) -> str:
+    """The fused set made with the tuned fusion: '<fuse name>-tuned', '-<setting>' appended for a named setting."""
+    return f"{config.fuse.name}-{TUNED}{setting_suffix(config.setting)}"
+
+
 def baseline_setting(name: str) -> str | None:
     """The setting a baseline index belongs to: 'baseline-zero_shot' -> 'zero_shot', 'baseline' -> None."""
     return name[len(BASELINE) + 1:] if name.startswith(f"{BASELINE}-") else None
@@ -180,9 +196,10 @@ def index_unit(name: str, shard: int) -> str:
 
 
 def index_names(config: Config) -> list[str]:
-    """The baseline (passage embeddings alone) and the +xQG (fused) index of the config's setting, compared by
-    evaluate."""
-    return [baseline_index(config), fused_set(config)]
+    """The baseline (passage embeddings alone), the +xQG (fused, paper) and, when tuning is configured, the +xQG
+    tuned index of the config's setting, compared by evaluate."""
+    tuned = [tuned_set(config)] if config.tune.query_set is not None else []
+    return [baseline_index(config), fused_set(config), *tuned]
 
 
 # ---- search, evaluate --------------------------------------------------------------------------------------

@@ -63,10 +63,16 @@ def _encode(config: Config) -> list[StageSummary]:
     return [run_encode(config, "all")]
 
 
-def _fuse(config: Config) -> list[StageSummary]:
-    from xqg.fuse import run_fuse
+def _tune(config: Config) -> list[StageSummary]:
+    from xqg.tune import run_tune
 
-    return [run_fuse(config)]
+    return [run_tune(config)]
+
+
+def _fuse(config: Config) -> list[StageSummary]:
+    from xqg.tune import run_fuse_sets
+
+    return run_fuse_sets(config)
 
 
 def _index(config: Config) -> list[StageSummary]:
@@ -93,6 +99,7 @@ PIPELINE: tuple[Step, ...] = (
     Step("generate", _generate),
     Step("train_dr", _train_dr, per_setting=True),
     Step("encode", _encode, per_setting=True),
+    Step("tune", _tune, per_setting=True),  # a summary saying it is skipped when no tune.query_set is configured
     Step("fuse", _fuse, per_setting=True),
     Step("index", _index, per_setting=True),
     Step("search", _search, per_setting=True),

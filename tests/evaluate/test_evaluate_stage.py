@@ -27,7 +27,7 @@ def _write_run(path: Path, ranked: dict[str, list[str]]) -> None:
 @pytest.fixture
 def scored_run(tmp_path: Path):
     config = load_config(REPO / "configs" / "demo.yaml",
-                         [f"run_dir={tmp_path / 'run'}", "evaluate.permutations=1000", "settings=[]"])
+                         [f"run_dir={tmp_path / 'run'}", "evaluate.permutations=1000", "settings=[]", "tune.query_set="])
     run_ingest(config)
     dev = [json.loads(line) for line in (REPO / "data/demo/dev.jsonl").read_text(encoding="utf-8").splitlines()]
     passages = {

@@ -94,7 +94,7 @@ def demo_like_run(tmp_path: Path):
     some outside both or absent; the baseline has no ranking at all for a few questions.
     """
     config = load_config(REPO / "configs" / "demo.yaml",
-                         [f"run_dir={tmp_path / 'run'}", "evaluate.permutations=200", "settings=[]"])
+                         [f"run_dir={tmp_path / 'run'}", "evaluate.permutations=200", "settings=[]", "tune.query_set="])
     run_ingest(config)
     dev = [json.loads(line) for line in DEV.read_text(encoding="utf-8").splitlines()]
     passages = {p["docid"]: p["text"] for p in map(json.loads, PASSAGES.read_text(encoding="utf-8").splitlines())}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from xqg.evaluate.report import format_table, make_results, write_report
+from xqg.evaluate.report import format_lead_table, format_table, make_results, write_report
 from xqg.evaluate.xor import XorResult
 
 LANGS = ("ar", "bn", "fi", "ja", "ko", "ru", "te")
@@ -92,3 +92,22 @@ def test_entity_keys_are_the_rarest_title_words():
 
     titles = ["Mount Velmora", "Mount Sorith", "Yutova Festival", "Brenna Festival", "Trara Geildiley", "Tedor (river)"]
     assert entity_keys(titles) == ["Velmora", "Sorith", "Yutova", "Brenna", "Geildiley", "Tedor"]
+
+
+def test_the_report_leads_with_every_setting_and_its_p_values(results, tmp_path):
+    other = make_results(dict(results["runs"]), ir={"baseline": {"mrr@10": 0.25}, "+xQG": {"mrr@10": 0.5}},
+                         n_permutations=2000)
+    lead = format_lead_table({"supervised": results, "zero-shot": other},
+                             {"zero-shot": {"+xQG": "+xQG tuned (norm, alpha 0.1)"}})
+    lines = lead.splitlines()
+    assert [c.strip() for c in lines[0].split("|")[1:-1]] == [
+        "Setting", "Run", "R@2kt", "R@5kt", "MRR@10", "p R@2kt", "p R@5kt"]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
+    assert [(r[0], r[1]) for r in rows] == [("supervised", "baseline"), ("supervised", "+xQG"),
+                                            ("zero-shot", "baseline"), ("zero-shot", "+xQG tuned (norm, alpha 0.1)")]
+    test = results["significance"]["+xQG"]["R@2kt"]["avg"]
+    assert rows[1][2] == f"{results['runs']['+xQG'].scores(2)['avg']:.1f}" and rows[1][5] == f"{test.perm_p:.3f}"
+    assert rows[0][5:] == ["", ""] and rows[0][4] == "" and rows[2][4] == "0.250" and rows[3][4] == "0.500"
+    md = write_report(str(tmp_path), "r", results, {}, lead=lead)["md"]
+    text = open(md).read()
+    assert text.index(lead) < text.index("| Lang")  # the answer first, the per-language tables after

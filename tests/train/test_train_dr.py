@@ -170,17 +170,17 @@ def generated_run(make_corpus_run, demo_passage_rows, tmp_path: Path) -> RunDir:
 
 def test_xqg_pairs_come_from_generated_queries_with_their_source_passages(generated_run: RunDir) -> None:
     run = generated_run
-    examples, rejects, drawn = xqg_pair_examples(run, 30, None, seed=3)  # every generated row exactly once
-    assert drawn == 30 and len(examples) == 28
+    examples, rejects, drawn, excluded = xqg_pair_examples(run, 30, None, seed=3)  # every generated row exactly once
+    assert drawn == 30 and len(examples) == 28 and excluded == 0
     assert sorted(r["reason"] for r in rejects) == ["no non-empty generated query", "source passage not in corpus shard 1"]
     corpus = {r["docid"]: r for t in run.iter_corpus() for r in t.to_pylist()}
     for ex in examples:
         p = ex.positives[0]
         assert ex.source == "xqg" and ex.negatives == [] and ex.lang in ("ja", "ru")
         assert ex.query.startswith(f"{ex.lang} q {p.docid}") and p.text == corpus[p.docid]["text"]
-    again, _, _ = xqg_pair_examples(run, 30, None, seed=3)
+    again, _, _, _ = xqg_pair_examples(run, 30, None, seed=3)
     assert [e.query for e in again] == [e.query for e in examples]  # seeded
-    only_ru, _, _ = xqg_pair_examples(run, 5, ["ru"], seed=3)
+    only_ru, _, _, _ = xqg_pair_examples(run, 5, ["ru"], seed=3)
     assert len(only_ru) == 5 and {e.lang for e in only_ru} == {"ru"}
 
 
@@ -191,7 +191,7 @@ def test_prepared_data_adds_xqg_pairs_by_ratio_and_counts_balance(generated_run:
         "train_dr.xqg_pairs.ratio=0.25", "train_dr.xqg_pairs.languages=[ru]",
     ])
     data = prepare_dr_data(config, run, has_checkpoints=False)
-    assert data.extra == {"training_examples": 96, "xqg_pairs": 24}
+    assert data.extra == {"training_examples": 96, "xqg_pairs": 24, "xqg_pairs_excluded_query_set_rows": 0}
     assert (data.rows_in, data.rows_out, data.rejected) == (96 + 24, 96 + 24, 0)
     table = run.read_dir("train/dr_data")
     assert table.num_rows == 120 and table.column("source").to_pylist().count("xqg") == 24
@@ -201,6 +201,43 @@ def test_prepared_data_adds_xqg_pairs_by_ratio_and_counts_balance(generated_run:
     changed = load_config(None, [f"run_dir={run.root}", f"train_dr.train_files=[{demo_train_file}]"])
     with pytest.raises(ValueError, match="settings changed"):
         prepare_dr_data(changed, run, has_checkpoints=True)
+
+
+def write_query_set(run: RunDir, name: str, docids: list[str]) -> None:
+    """An ingested query set whose questions have the given gold passages."""
+    run.write_table(f"queries/{name}/part-00000.parquet", pa.table({
+        "qid": [f"{name}{i}" for i in range(len(docids))], "docids": pa.array([[d] for d in docids], pa.list_(pa.string())),
+    }))
+    run.mark_done("ingest", f"queries={name}", rows_out=len(docids), docids=docids)
+
+
+def test_xqg_pairs_never_come_from_the_query_sets_passages(generated_run: RunDir, demo_train_file: Path) -> None:
+    run = generated_run
+    d = [r["docid"] for t in run.iter_corpus() for r in t.to_pylist()]
+    dev, heldout = d[0:3] + d[12:14], d[5:7]
+    write_query_set(run, "dev", dev)
+    write_query_set(run, "heldout", heldout)
+    config = load_config(None, [
+        f"run_dir={run.root}", f"train_dr.train_files=[{demo_train_file}]", "train_dr.xqg_pairs.enabled=true",
+        "train_dr.xqg_pairs.ratio=1", "queries=[{name: dev, path: d.jsonl}, {name: heldout, path: h.jsonl}]",
+    ])
+    data = prepare_dr_data(config, run, has_checkpoints=False)
+    # ja has rows for d[0:18] (+2 rejected rows), ru for d[0:10]: 5 + 2 ja rows and 3 + 2 ru rows are left out
+    assert data.extra == {"training_examples": 96, "xqg_pairs": 96 - len(run.read_rejects(STAGE)),
+                          "xqg_pairs_excluded_query_set_rows": 12}
+    assert data.rows_in == data.rows_out + data.rejected
+    table = run.read_dir("train/dr_data")
+    pairs = [p[0]["docid"] for p, src in zip(table.column("positives").to_pylist(), table.column("source").to_pylist())
+             if src == "xqg"]
+    assert len(pairs) == 96 - len(run.read_rejects(STAGE)) and not set(pairs) & set(dev + heldout)
+    assert set(pairs) == set(d[3:5] + d[7:12] + d[14:18])  # every other passage with a generated query is drawn
+    # another held-out set is another exclusion: the prepared data is redone, not reused
+    write_query_set(run, "heldout", d[7:9])
+    again = prepare_dr_data(config, run, has_checkpoints=False)
+    assert again.extra["xqg_pairs_excluded_query_set_rows"] == 12
+    pairs = [p[0]["docid"] for p, src in zip(run.read_dir("train/dr_data").column("positives").to_pylist(),
+                                             run.read_dir("train/dr_data").column("source").to_pylist()) if src == "xqg"]
+    assert not set(pairs) & set(dev + d[7:9]) and set(d[5:7]) & set(pairs)
 
 
 def test_xqg_pairs_without_generated_queries_is_a_clear_error(make_corpus_run, demo_passage_rows, tmp_path: Path) -> None:

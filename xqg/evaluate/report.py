@@ -97,6 +97,34 @@ def format_table(results: ReportResults) -> str:
     return _pipe_table(header, rows)
 
 
+def format_lead_table(
+    settings: Mapping[str, ReportResults], labels: Mapping[str, Mapping[str, str]] | None = None
+) -> str:
+    """The answer in one table: a row per setting and run (baseline first), R@2kt, R@5kt and MRR@10 (averages), and
+    the paired randomization test's p of each R@kt average against the setting's own baseline."""
+    header = ["Setting", "Run", "R@2kt", "R@5kt", "MRR@10", "p R@2kt", "p R@5kt"]
+    rows = []
+    for setting, res in settings.items():
+        for run, result in res["runs"].items():
+            tests = res.get("significance", {}).get(run, {})
+            mrr = res.get("ir", {}).get(run, {}).get("mrr@10")
+            ps = [tests.get(metric_name(k), {}).get("avg") for k in (2, 5)]
+            rows.append([
+                setting, (labels or {}).get(setting, {}).get(run, run),
+                *(f"{result.scores(k)['avg']:.1f}" if k in result.ks else "" for k in (2, 5)),
+                "" if mrr is None else f"{mrr:.3f}", *("" if t is None else f"{t.perm_p:.3f}" for t in ps),
+            ])
+    return _pipe_table(header, rows)
+
+
+LEAD_LEGEND = (
+    "R@kt: macro average over languages (XOR-TyDi's metric); MRR@10 of the gold passage; p: two-sided paired "
+    "randomization test (sign flips within each language) of the run's R@kt average against its setting's baseline. "
+    "+xQG paper: the paper's fusion (fuse.alpha, fuse.reduce); +xQG tuned: the fusion the tune stage chose on the "
+    "held-out query set (never this one)."
+)
+
+
 def _escape(value: Any) -> str:
     """A value safe inside a markdown table cell."""
     return str(value).replace("|", "\\|").replace("\n", " ")
@@ -134,11 +162,15 @@ def _generated_markdown(generated: Mapping[str, Any]) -> list[str]:
 def _markdown(
     name: str, results: ReportResults, config_summary: Mapping[str, Any],
     settings: Mapping[str, ReportResults] | None = None, generated: Mapping[str, Any] | None = None,
+    lead: str | None = None,
 ) -> str:
     """The whole markdown report."""
     runs = results["runs"]
     heading = "## R@kt on XOR-TyDi (official metric)" + (": main setting" if settings else "")
-    parts = [f"# {name}", "", heading, "", format_table(results), "", LEGEND, ""]
+    parts = [f"# {name}", ""]
+    if lead:
+        parts += ["## Every setting: baseline, +xQG (paper), +xQG (tuned)", "", lead, "", LEAD_LEGEND, ""]
+    parts += [heading, "", format_table(results), "", LEGEND, ""]
     parts += _settings_markdown(settings or {})
     parts.append(f"![R@kt per language]({name}.png)")
     parts += _generated_markdown(generated or {})
@@ -178,8 +210,9 @@ def _results_doc(results: ReportResults) -> dict[str, Any]:
 def _to_json(
     name: str, results: ReportResults, config_summary: Mapping[str, Any],
     settings: Mapping[str, ReportResults] | None = None, generated: Mapping[str, Any] | None = None,
+    tuned: Mapping[str, Any] | None = None,
 ) -> str:
-    """The report's numbers as JSON (scores, counts, tests, config; further settings and generated queries)."""
+    """The report's numbers as JSON (scores, counts, tests, config; further settings, generated queries, tuning)."""
     doc: dict[str, Any] = {
         "name": name,
         "runs": {
@@ -203,6 +236,8 @@ def _to_json(
         doc["settings"] = {setting: _results_doc(res) for setting, res in settings.items()}
     if generated:
         doc["generated_queries"] = dict(generated)
+    if tuned:
+        doc["tuned"] = dict(tuned)
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
@@ -253,14 +288,17 @@ def _write(out_dir: str, filename: str, data: bytes) -> str:
 def write_report(
     out_dir: str, name: str, results: ReportResults, config_summary: dict,
     settings: Mapping[str, ReportResults] | None = None, generated: Mapping[str, Any] | None = None,
+    lead: str | None = None, tuned: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Write ``<out_dir>/<name>.md``, ``.json`` and ``.png``; return their paths by extension.
 
     ``settings``: further settings (e.g. zero-shot), each compared with its own baseline; ``generated``: what
-    xqg.evaluate.generated measured on the generated queries.
+    xqg.evaluate.generated measured on the generated queries; ``lead``: the table the report opens with;
+    ``tuned``: each setting's tuned fusion and its held-out scores.
     """
+    md = _markdown(name, results, config_summary, settings, generated, lead)
     return {
-        "md": _write(out_dir, f"{name}.md", _markdown(name, results, config_summary, settings, generated).encode()),
-        "json": _write(out_dir, f"{name}.json", _to_json(name, results, config_summary, settings, generated).encode()),
+        "md": _write(out_dir, f"{name}.md", md.encode()),
+        "json": _write(out_dir, f"{name}.json", _to_json(name, results, config_summary, settings, generated, tuned).encode()),
         "png": _write(out_dir, f"{name}.png", _chart_png(results, settings)),
     }

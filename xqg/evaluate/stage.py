@@ -14,7 +14,7 @@ from xqg.config import Config
 from xqg.evaluate.official import XOR_EXT, write_xor_predictions, xor_file, xor_predictions
 from xqg.evaluate.metrics import ir_metrics
 from xqg.evaluate.generated import generated_quality
-from xqg.evaluate.report import format_table, make_results, write_report
+from xqg.evaluate.report import format_lead_table, format_table, make_results, write_report
 from xqg.evaluate.xor import TokenCache, recall_at_kt
 from xqg.fuse import fuse_languages
 from xqg.layout import (
@@ -22,6 +22,7 @@ from xqg.layout import (
     GENERATE,
     INGEST,
     SEARCH,
+    TUNE,
     corpus_dir,
     default_query_set,
     index_names,
@@ -31,6 +32,7 @@ from xqg.layout import (
     report_name,
     run_file,
     run_name,
+    tune_unit,
 )
 from xqg.rundir import RunDir, shard_name
 from xqg.runner import StageRunner, Unit, fingerprint, marker_fingerprint
@@ -170,9 +172,30 @@ def _config_summary(config: Config) -> dict[str, Any]:
     }
 
 
+RUN_LABELS = ("baseline", "+xQG", "+xQG tuned")
+
+
 def _run_names(config: Config, qset: str, default_set: str) -> dict[str, str]:
-    """{"baseline": run name, "+xQG": run name} of the config's setting."""
-    return {label: run_name(index, qset, default_set) for label, index in zip(("baseline", "+xQG"), index_names(config))}
+    """{"baseline": run name, "+xQG": run name[, "+xQG tuned": run name]} of the config's setting."""
+    return {label: run_name(index, qset, default_set) for label, index in zip(RUN_LABELS, index_names(config))}
+
+
+def _tuned(runner: StageRunner, config: Config) -> dict[str, Any] | None:
+    """The setting's tuned fusion as its tune marker records it (choice, held-out scores), None without tuning."""
+    if config.tune.query_set is None:
+        return None
+    m = runner.upstream(TUNE, tune_unit(config))
+    return {"query_set": config.tune.query_set, "choice": m["choice"], "held-out scores": m["choice_scores"],
+            "held-out baseline": m["baseline_scores"]}
+
+
+def _lead_labels(config: Config, tuned: dict[str, Any] | None) -> dict[str, str]:
+    """The lead table's run names: the paper's and the tuned fusion with their alpha and reduction."""
+    labels = {"baseline": "baseline", "+xQG": f"+xQG paper ({config.fuse.reduce}, alpha {config.fuse.alpha:g})"}
+    if tuned:
+        c = tuned["choice"]
+        labels["+xQG tuned"] = f"+xQG tuned ({c['reduce']}, alpha {float(c['alpha']):g})"
+    return labels
 
 
 def run_evaluate(config: Config) -> StageSummary:
@@ -199,13 +222,17 @@ def run_evaluate(config: Config) -> StageSummary:
         setting: {label: runner.upstream(SEARCH, name) for label, name in side.items()} for setting, side in others.items()
     }
     other_encoders = {setting: comparable_runs(markers) for setting, markers in other_searched.items()}
+    tuned = {config.evaluate.main_label: _tuned(runner, config), **(
+        {} if config.setting is not None else
+        {s.label or s.name: _tuned(runner, config.for_setting(s.name)) for s in config.settings})}
     ev = config.evaluate
     inputs: dict[str, Any] = {
         # The run files' bytes too: a run file written by hand (or by another tool) is scored again.
         "runs": {label: [marker_fingerprint(m), _run_file_stamp(run, names[label])] for label, m in searched.items()},
         "queries": runner.upstream_fingerprint(INGEST, query_set_unit(qset)),
         "kt": ev.kt, "ir_ks": ev.ir_ks, "include_title": ev.include_title, "permutations": ev.permutations,
-        "seed": ev.seed,
+        "seed": ev.seed, "main_label": ev.main_label,
+        "tuned": tuned,  # the choices are in the runs' fingerprints too; here for the report's labels
         "exports": [XOR_EXT],  # each run's predictions in XOR-TyDi's official format, runs/<run>.xor.json
         # the generated queries the report samples and measures (their entity share)
         # of the run's languages only: generating another language must not redo the report
@@ -261,9 +288,17 @@ def run_evaluate(config: Config) -> StageSummary:
         for setting, enc in other_encoders.items():
             about[f"passage encoder ({setting})"] = enc["baseline"]
         quality = generated_quality(run, config.languages) if runner.markers(GENERATE) else None
-        paths = write_report(run.path("reports"), rname, report, about, settings=reports, generated=quality)
+        every_setting = {ev.main_label: report, **reports}
+        labels = {}
+        for setting in every_setting:
+            cfg = config if setting == ev.main_label else config.for_setting(
+                next(s.name for s in config.settings if (s.label or s.name) == setting))
+            labels[setting] = _lead_labels(cfg, tuned.get(setting))
+        lead = format_lead_table(every_setting, labels)
+        paths = write_report(run.path("reports"), rname, report, about, settings=reports, generated=quality,
+                             lead=lead, tuned={k: v for k, v in tuned.items() if v})
         table_text = "\n\n".join(
-            [format_table(report), *(f"{setting}:\n{format_table(r)}" for setting, r in reports.items())]
+            [lead, format_table(report), *(f"{setting}:\n{format_table(r)}" for setting, r in reports.items())]
         )
         runner.summary.extra.update({
             "questions counted": sum(results["baseline"].counts.values()),

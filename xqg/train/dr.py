@@ -12,8 +12,9 @@ nothing is padded or repeated), one with none is trained against in-batch negati
 
 xQG pairs (train_dr.xqg_pairs, beyond the paper): round(ratio * training examples) (generated query in
 language L, its source passage) pairs drawn with a seeded RNG from <run>/generated/ (complete shards of the
-selected languages; one query of the row's list at random), passage text from the aligned corpus shard. They
-have no hard negatives: in-batch negatives only.
+selected languages; one query of the row's list at random), passage text from the aligned corpus shard. Rows of
+the configured query sets' gold passages (dev, held-out) are never drawn. They have no hard negatives: in-batch
+negatives only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from xqg.config import Config
-from xqg.layout import TRAIN_DR, GENERATE, corpus_dir, dr_name, generated_dir, parse_lang_shard, training_unit
+from xqg.layout import (
+    GENERATE,
+    INGEST,
+    TRAIN_DR,
+    corpus_dir,
+    dr_name,
+    generated_dir,
+    parse_lang_shard,
+    query_set_dir,
+    query_set_unit,
+    training_unit,
+)
 from xqg.rundir import RunDir
 from xqg.runner import StageRunner, fingerprint, marker_fingerprint
 from xqg.summary import StageSummary
@@ -150,31 +162,42 @@ class DRTask:
 
 
 def xqg_pair_examples(
-    run: RunDir, n_pairs: int, languages: list[str] | None, seed: int
-) -> tuple[list[TrainExample], list[dict[str, str]], int]:
-    """(examples, rejects, pairs drawn): generated (query in L, source passage) pairs drawn with a seeded RNG."""
+    run: RunDir, n_pairs: int, languages: list[str] | None, seed: int, exclude: frozenset[str] = frozenset()
+) -> tuple[list[TrainExample], list[dict[str, str]], int, int]:
+    """(examples, rejects, pairs drawn, generated rows excluded): generated (query in L, source passage) pairs drawn
+    with a seeded RNG from the rows whose passage is not in `exclude` (the evaluation and held-out passages)."""
     if n_pairs <= 0:
-        return [], [], 0
+        return [], [], 0, 0
     done = {p: m for u, m in run.markers(GENERATE).items() if (p := parse_lang_shard(u)) is not None}
     wanted = set(languages) if languages else {lang for lang, _ in done}
-    # (lang, shard, rows) of every complete unit of the selected languages, in a fixed order
-    units = sorted((lang, shard, int(run.count_rows(generated_dir(lang, shard)))) for (lang, shard) in done if lang in wanted)
-    total = sum(u[2] for u in units)
+    # (lang, shard, eligible row numbers) of every complete unit of the selected languages, in a fixed order
+    units = []
+    excluded = 0
+    for lang, shard in sorted(u for u in done if u[0] in wanted):
+        docids = run.read_dir(generated_dir(lang, shard), ["docid"]).column("docid")
+        # A query generated from a dev or held-out passage is that passage's own question in another wording:
+        # training on it would teach the evaluated answers, so those rows are never candidates.
+        keep = np.flatnonzero(~pc.is_in(docids, value_set=pa.array(sorted(exclude), pa.string())).to_numpy(
+            zero_copy_only=False)) if exclude else np.arange(len(docids))
+        excluded += len(docids) - len(keep)
+        units.append((lang, shard, keep))
+    total = sum(len(u[2]) for u in units)
     if total == 0:
         raise FileNotFoundError(
             f"train_dr.xqg_pairs is enabled but {run.path('generated')} has no complete generated shards"
-            + (f" for languages {languages}" if languages else "") + ": run jobs/generate.py first"
+            + (f" for languages {languages}" if languages else "") + " with passages outside the query sets: "
+            "run jobs/generate.py first"
         )
     rng = np.random.default_rng([seed, 1_000_003])
     picks = np.sort(rng.choice(total, size=n_pairs, replace=n_pairs > total))
-    bounds = np.cumsum([0] + [u[2] for u in units])
+    bounds = np.cumsum([0] + [len(u[2]) for u in units])
     examples: list[TrainExample] = []
     rejects: list[dict[str, str]] = []
-    for ui, (lang, shard, _) in enumerate(units):
+    for ui, (lang, shard, keep_rows) in enumerate(units):
         lo, hi = np.searchsorted(picks, [bounds[ui], bounds[ui + 1]])
         if lo == hi:
             continue
-        rows = (picks[lo:hi] - bounds[ui]).astype(np.int64)
+        rows = keep_rows[(picks[lo:hi] - bounds[ui]).astype(np.int64)]
         gen = run.read_dir(generated_dir(lang, shard), ["docid", "queries"])
         gen = gen.take(pa.array(rows))
         docids = gen.column("docid").to_pylist()
@@ -197,10 +220,25 @@ def xqg_pair_examples(
                 query_id=f"{key}:{qi}", query=usable[qi], lang=lang, positives=[Passage(docid, title, text)],
                 source="xqg",
             ))
-    return examples, rejects, int(n_pairs)
+    return examples, rejects, int(n_pairs), excluded
 
 
 # ---- stage ----------------------------------------------------------------------------------------------
+
+
+def query_set_passages(config: Config, run: RunDir) -> frozenset[str]:
+    """The gold passages of every configured query set (dev, held-out): no xQG training pair comes from them."""
+    out: set[str] = set()
+    for q in config.queries:
+        rel = query_set_dir(q.name)
+        if not run.exists(rel):
+            raise FileNotFoundError(
+                f"train_dr.xqg_pairs must leave out the passages of query set {q.name!r}, which is not ingested in "
+                f"{run.uri}: run jobs/ingest.py first"
+            )
+        for docids in run.read_dir(rel, ["docids"]).column("docids").to_pylist():
+            out.update(docids or [])
+    return frozenset(out)
 
 
 def prepare_dr_data(config: Config, run: RunDir, has_checkpoints: bool) -> PreparedData:
@@ -210,8 +248,10 @@ def prepare_dr_data(config: Config, run: RunDir, has_checkpoints: bool) -> Prepa
         raise ValueError("train_dr.train_files is empty: name Tevatron JSONL / DPR JSON files or hub datasets")
     name = dr_name(config.setting)
     data_unit = training_unit("data", name)
+    exclude = query_set_passages(config, run) if cfg.xqg_pairs.enabled else frozenset()
     fp = fingerprint({"files": cfg.train_files, "xqg_pairs": cfg.xqg_pairs.model_dump(), "seed": cfg.seed,
-                      **({"languages": cfg.languages} if cfg.languages else {})})
+                      **({"languages": cfg.languages} if cfg.languages else {}),
+                      **({"exclude": fingerprint(sorted(exclude))} if exclude else {})})
     found = load_prepared(run, STAGE, name, fp, has_checkpoints, unit=data_unit)
     if found is not None:
         return found
@@ -236,8 +276,8 @@ def prepare_dr_data(config: Config, run: RunDir, has_checkpoints: bool) -> Prepa
         )
         extra: dict[str, Any] = {"training_examples": rows_out}
         if cfg.xqg_pairs.enabled:
-            pairs, pair_rejects, drawn = xqg_pair_examples(
-                run, int(round(cfg.xqg_pairs.ratio * rows_out)), cfg.xqg_pairs.languages, cfg.seed
+            pairs, pair_rejects, drawn, excluded = xqg_pair_examples(
+                run, int(round(cfg.xqg_pairs.ratio * rows_out)), cfg.xqg_pairs.languages, cfg.seed, exclude
             )
             for ex in pairs:
                 writer.add(ex.as_row())
@@ -245,6 +285,7 @@ def prepare_dr_data(config: Config, run: RunDir, has_checkpoints: bool) -> Prepa
             rows_out += len(pairs)
             rejected += run.write_rejects(STAGE, pairs_unit, pair_rejects)
             extra["xqg_pairs"] = len(pairs)
+            extra["xqg_pairs_excluded_query_set_rows"] = excluded
     finally:
         writer.close()
     if rows_out == 0:
@@ -280,7 +321,10 @@ def run_train_dr(config: Config) -> StageSummary:
         if not cfg.xqg_pairs.enabled:
             return {}
         generated = runner.markers(GENERATE)  # xQG pairs are drawn from every complete generate unit
-        return {"generated": fingerprint({u: marker_fingerprint(m) for u, m in generated.items()})}
+        ingested = runner.markers(INGEST)  # ... except those of the query sets' passages
+        return {"generated": fingerprint({u: marker_fingerprint(m) for u, m in generated.items()}),
+                "query_sets": {q.name: marker_fingerprint(ingested.get(query_set_unit(q.name), {}))
+                               for q in config.queries}}
 
     return run_training(config, TrainingSpec(
         stage=STAGE, name=dr_name(config.setting), section=cfg, prepare_data=prepare_dr_data, task="xqg.train.dr:DRTask",
