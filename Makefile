@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: install
-	$(BIN)/python jobs/pipeline.py --config configs/demo.yaml
+	$(BIN)/xqg run --config configs/demo.yaml
 
 test: install
 	$(BIN)/python -m pytest
