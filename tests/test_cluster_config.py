@@ -160,7 +160,7 @@ def test_setup_repairs_a_node_where_faiss_cpu_was_installed(tmp_path):
     assert not (site / "faiss-cpu").exists() and (site / "_faiss_module").read_text() == "faiss-gpu-cu12"
 
 
-# ---- issue 22: cluster.yaml as written, node self-check, installs ------------------------------------------------
+# ---- cluster.yaml as written, node self-check, installs --------------------------------------------------------
 DLAMI_SSM = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 
 

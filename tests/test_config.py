@@ -90,7 +90,7 @@ def test_shipped_configs_validate(name: str) -> None:
     load_config(REPO / "configs" / name)
 
 
-# ---- values that must not be taken silently (issue #25) --------------------------------------------------------
+# ---- values that must not be taken silently ------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("override", "line"),
     [

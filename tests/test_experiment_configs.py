@@ -1,6 +1,6 @@
 """The experiment configs (configs/xor_tydi_*.yaml) against the paper's code (xQG4xDR, DSI-QG, Tevatron).
 
-Issue #12: each config loads and sets what the paper ran. Append checks per point: use `load_experiment(name)`
+Each config loads and sets what the paper ran. Append checks per point: use `load_experiment(name)`
 or the `experiment` fixture (one Config per experiment config, id = the config's name).
 """
 

@@ -218,7 +218,7 @@ def test_a_job_whose_lease_was_taken_over_stops_marking(fast, tmp_path):
 
 @pytest.mark.parametrize("protocol", ["local", "object"])
 def test_two_jobs_started_together_on_one_stage_one_works_the_other_stops(protocol, tmp_path):
-    """Issue #11 item 4: two `jobs/generate.py --languages sw` at once. The object protocol (write, settle,
+    """Two `jobs/generate.py --languages sw` at once. The object protocol (write, settle,
     re-read) is the one used on object stores; here it runs on a local directory, shared by two processes."""
     run = RunDir(str(tmp_path / "run"))
     log, go = tmp_path / "work.log", tmp_path / "go"

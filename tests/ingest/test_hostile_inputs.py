@@ -1,4 +1,4 @@
-"""Hostile inputs through the ingest stage (issue #11): bad UTF-8, inputs that yield nothing, foreign TSV
+"""Hostile inputs through the ingest stage: bad UTF-8, inputs that yield nothing, foreign TSV
 headers, control characters in ids, Parquet columns of the wrong type, and the same checks on query sets.
 
 Every case runs run_ingest on small files in tmp_path and checks the exact reject reasons, that
