@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tqdm import tqdm
@@ -78,15 +78,10 @@ def run_tasks(
         pending[ref] = name
     waiting = WaitLog(desc, num_gpus=num_gpus, memory=max(need for _, _, need in items))
     with tqdm(total=len(items), desc=desc, unit="unit", disable=len(items) < 2, mininterval=1.0) as bar:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=waiting.timeout())
-            if not ready:
-                waiting.say(len(pending), len(items))
-                continue
-            waiting.progress()
-            name = pending.pop(ready[0])
+        for ref in waiting.ready(list(pending)):
+            name = pending.pop(ref)
             try:
-                result = ray.get(ready[0])
+                result = ray.get(ref)
             except (FileNotFoundError, ValueError, OSError, RuntimeError, ray.exceptions.RayError) as e:
                 cause = getattr(e, "cause", None) or e  # a task's own exception, without Ray's traceback wrapper
                 on_result(name, None, f"{type(cause).__name__}: {cause}")
@@ -129,6 +124,19 @@ class WaitLog:
                 f"can run them (autoscaler: `ray status` on the head says what it is starting)")
         log.warning("%s", line)
         return line
+
+    def ready(self, refs: list[Any]) -> Iterator[Any]:
+        """Each Ray object ref as it finishes; the waiting line whenever a minute passes without one."""
+        import ray
+
+        pending, total = list(refs), len(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=self.timeout())
+            if not done:
+                self.say(len(pending), total)
+                continue
+            self.progress()
+            yield done[0]
 
     def watch(self, pending: Callable[[], int], total: int, stop: threading.Event) -> threading.Thread:
         """A daemon thread that says the waiting line whenever a minute passes without progress, until stop is set

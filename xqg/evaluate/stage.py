@@ -106,13 +106,8 @@ def passage_texts(run: RunDir, docids: pa.Array, include_title: bool) -> dict[st
     remote = ray.remote(shard_texts).options(num_cpus=1, max_retries=-1)  # a lost spot node is not an error
     pending = [remote.remote(run.worker_uri, shard, want, include_title) for shard, want in jobs]
     waiting = WaitLog("evaluate: passage look-ups", num_gpus=0, memory=0)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1, timeout=waiting.timeout())
-        if not ready:
-            waiting.say(len(pending), len(jobs))
-            continue
-        waiting.progress()
-        part = ray.get(ready[0])
+    for ref in waiting.ready(pending):
+        part = ray.get(ref)
         out.update(zip(part["docid"].to_pylist(), part["text"].to_pylist()))
     return out
 

@@ -67,14 +67,8 @@ def search_shards(
     ]
     top = RunningTopK(depth)
     waiting = WaitLog(f"search {folder}", num_gpus=options["num_gpus"], memory=max(memory) if memory else 0)
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1, timeout=waiting.timeout())
-        if not ready:
-            waiting.say(len(pending), len(refs))
-            continue
-        waiting.progress()
-        top.add(ray.get(ready[0]))
+    for ref in waiting.ready(refs):
+        top.add(ray.get(ref))
     return top.result()
 
 
