@@ -40,7 +40,8 @@ def test_pools_start_at_their_minimum_and_are_bounded_by_config_and_cluster_neve
     assert pool == Pool(True, 8, "generate", 2)
     assert "generate: pool of 2-8 GPU actor(s)" in caplog.text  # the planning line says the bounds
     compute = pool.map_batches_args()["compute"]
-    assert (compute.min_size, compute.max_size, compute.initial_size) == (2, 8, 2)  # grows from its minimum
+    # every actor asked for at once (the autoscaler's demand), shrinking to its minimum when idle
+    assert (compute.min_size, compute.max_size, compute.initial_size) == (2, 8, 8)
     assert compute.max_tasks_in_flight_per_actor == 1
     gpu = Pool(True, 4).map_batches_args()
     assert gpu["num_gpus"] == 1 and "num_cpus" not in gpu

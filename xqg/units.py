@@ -187,9 +187,11 @@ class Pool:
 
         compute = ray.data.ActorPoolStrategy(
             min_size=self.min_size, max_size=self.max_size,
-            # Start small: Ray Data adds actors while the started ones are busy and units wait, each new actor's
-            # resource request makes the cluster autoscaler add a node, and idle actors are let go at the end.
-            initial_size=self.min_size,
+            # Every actor the cluster can hold is asked for at once: their pending resource requests are what makes
+            # the cluster autoscaler add nodes (Ray Data's own scale-up is bounded by the resources already up, so a
+            # pool started small on a cluster scaled to zero stays small). Actors start as nodes join; idle ones are
+            # let go down to min_size.
+            initial_size=self.max_size,
             # A unit can take an hour: one at a time per actor, so queued units go to actors that join later.
             max_tasks_in_flight_per_actor=1,
         )
@@ -206,7 +208,7 @@ def make_pool(setting: UseGpuSetting, settings: ActorPoolSettings, pending: int,
     least, most, why = pool_bounds(settings.min_actors, settings.max_actors, use_gpu, pending)
     made = Pool(use_gpu, most, stage, least)
     resource = "GPU" if use_gpu else "CPU"
-    log.info("%s: pool of %s, growing from %d as nodes join (max: %s; %d %s(s) in the cluster now)", stage,
+    log.info("%s: pool of %s, started as nodes join, %d kept when idle (max: %s; %d %s(s) in the cluster now)", stage,
              made.describe(), least, why, int(ray.cluster_resources().get(resource, 0)), resource)
     return made
 
