@@ -418,7 +418,11 @@ def run_units(
     # Ray Data adds an actor when in-flight tasks / (actors x calls per actor) reaches this threshold (default 1.75).
     # With one unit in flight per actor the ratio never passes 1: at the default a pool would never grow past its
     # minimum. 1.0 = every actor busy and units waiting; it then grows by one actor as resources allow.
-    context.autoscaling_config = dataclasses.replace(context.autoscaling_config, actor_pool_util_upscaling_threshold=1.0)
+    # Downscaling at its default (utilisation <= 0.5) released actors that had just started while units still
+    # waited (a pool throttled by the next stage dips under 0.5); 0.0 = an actor goes only when the pool is idle.
+    context.autoscaling_config = dataclasses.replace(
+        context.autoscaling_config, actor_pool_util_upscaling_threshold=1.0, actor_pool_util_downscaling_threshold=0.0,
+    )
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     tap, stop = None, threading.Event()
     if on_first is not None and then:
