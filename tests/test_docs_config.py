@@ -48,5 +48,5 @@ def test_every_option_of_the_config_tree_is_on_the_page() -> None:
 def test_defaults_and_types_are_the_models_own() -> None:
     page = render()
     assert '| `fuse.alpha` | number (>= 0, &lt;= 1) | `0.01` |' in page
-    assert '| `generate.backend` | "hf" or "ctranslate2" or "vllm" | `"ctranslate2"` |' in page
+    assert '| `generate.backend` | "ctranslate2" or "hf" or "vllm" | `"ctranslate2"` |' in page
     assert '| `queries[].name` | string | required |' in page

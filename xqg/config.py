@@ -6,11 +6,13 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -125,13 +127,50 @@ USE_GPU_HELP = (
 )
 
 
+class Choices:
+    """The values of a string option that a registry holds (generation backends, corpus formats): a config is
+    checked against the registry when it is validated, and docs/configuration.md lists them."""
+
+    def __init__(self, kind: str, registered: Callable[[], list[str]], fixed: tuple[str, ...] = ()) -> None:
+        self.kind, self.registered, self.fixed = kind, registered, fixed
+
+    def names(self) -> list[str]:
+        """The fixed values first (e.g. "auto"), then the registered names, sorted."""
+        return [*self.fixed, *self.registered()]
+
+    def check(self, value: str) -> str:
+        """value itself, or a ValueError listing the choices."""
+        if value not in self.names():
+            raise ValueError(f"unknown {self.kind} {value!r}; choose one of {self.names()}")
+        return value
+
+
+def _backend_names() -> list[str]:
+    from xqg.generate.backends import backend_names  # imported here: loading the backends costs a few imports
+
+    return backend_names()
+
+
+def _corpus_format_names() -> list[str]:
+    from xqg.ingest.corpus import format_names  # imported here: the readers bring pyarrow
+
+    return format_names()
+
+
+_BACKENDS = Choices("generation backend", _backend_names)
+_CORPUS_FORMATS = Choices("corpus format", _corpus_format_names, fixed=("auto",))
+# A generation backend / corpus format: one file of xqg/generate/backends/ / xqg/ingest/formats/ each.
+BackendName = Annotated[str, AfterValidator(_BACKENDS.check), _BACKENDS]
+CorpusFormatName = Annotated[str, AfterValidator(_CORPUS_FORMATS.check), _CORPUS_FORMATS]
+
+
 class CorpusConfig(Strict):
     """The passage collection to ingest."""
 
     path: str | None = Field(
         None, description="The passage collection: a local path or URI (s3://, gs://, ...); .gz/.bz2/.zst decompressed."
     )
-    format: Literal["auto", "dpr_tsv", "jsonl", "parquet", "xquad"] = Field(
+    format: CorpusFormatName = Field(
         "auto", description="dpr_tsv (id, text, title), jsonl, parquet or xquad (a folder); auto = from the name."
     )
     num_shards: int = Field(
@@ -259,7 +298,7 @@ class GenerateConfig(ActorPoolSettings):
     """Sampling n queries per passage per language."""
 
     model: ModelRef | None = Field(None, description="None = the run's trained generator <run>/models/qg.")
-    backend: Literal["hf", "ctranslate2", "vllm"] = Field(
+    backend: BackendName = Field(
         "ctranslate2",
         description="hf (transformers, any model), ctranslate2 (fast mT5, CPU and GPU) or vllm (GPU, decoder-only).",
     )

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from xqg.config import Config, ScratchModel
+from xqg.config import Choices, Config, ScratchModel
 
 COMMAND = "python -m xqg.docs_config > docs/configuration.md"
 
@@ -60,6 +60,12 @@ def type_name(annotation: Any) -> str:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "section"
     return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(annotation, str(annotation))
+
+
+def field_type(field: FieldInfo) -> str:
+    """type_name of a field; the registered choices of a Choices option (backends, corpus formats)."""
+    choices = next((m for m in field.metadata if isinstance(m, Choices)), None)
+    return " or ".join(json.dumps(n) for n in choices.names()) if choices else type_name(field.annotation)
 
 
 def bounds(field: FieldInfo) -> str:
@@ -141,7 +147,7 @@ def render() -> str:
         rows = ["| Option | Type | Default | Meaning |", "|---|---|---|---|"]
         for name, field in options(model):
             dotted = f"{key}{'[]' if is_list else ''}.{name}" if key else name
-            kind = type_name(field.annotation) + (f" ({bounds(field)})" if bounds(field) else "")
+            kind = field_type(field) + (f" ({bounds(field)})" if bounds(field) else "")
             rows.append(f"| `{dotted}` | {_cell(kind)} | {_cell(default_text(field))} | {_cell(field.description or '')} |")
         parts.append("\n".join(rows) + "\n")
     return "\n".join(parts)

@@ -8,14 +8,15 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from xqg.config import Config
+if TYPE_CHECKING:
+    from xqg.config import Config
 
 MARKERS = "_done"
 REJECT_SCHEMA = pa.schema(

@@ -12,13 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from xqg.ingest.corpus import (
-    _parse_tsv_fast,
-    _parse_tsv_slow,
-    detect_format,
-    read_passages,
-    xquad_docid,
-)
+from xqg.ingest.corpus import detect_format, read_passages
+from xqg.ingest.formats.dpr_tsv import _parse_tsv_fast, _parse_tsv_slow
+from xqg.ingest.formats.xquad import xquad_docid
 
 def _read_all(uri: str, fmt: str = "auto", **kw) -> tuple[pa.Table, list[dict]]:
     blocks = list(read_passages(uri, fmt, **kw))

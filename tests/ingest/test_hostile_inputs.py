@@ -21,7 +21,8 @@ import yaml
 
 from xqg.config import load_config
 from xqg.ingest import stage as ingest_stage
-from xqg.ingest.corpus import REPEATED_HEADER, read_passages
+from xqg.ingest.corpus import read_passages
+from xqg.ingest.formats.dpr_tsv import REPEATED_HEADER
 from xqg.ingest.stage import run_ingest
 from xqg.rundir import RunDir
 

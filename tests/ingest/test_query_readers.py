@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from xqg.config import QuerySetConfig
-from xqg.ingest.corpus import read_passages, xquad_docid
+from xqg.ingest.corpus import read_passages
+from xqg.ingest.formats.xquad import xquad_docid
 from xqg.ingest.queries import read_query_set, read_xor_tydi, read_xquad_queries
 
 

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from xqg.config import QuerySetConfig
-from xqg.ingest.corpus import load_json, parse_json_line, xquad_articles, xquad_docid, xquad_file
+from xqg.ingest.formats.jsonl import parse_json_line
+from xqg.ingest.formats.xquad import load_json, xquad_articles, xquad_docid, xquad_file
 from xqg.ingest.lines import (
     UTF8_BOM,
     encodable,

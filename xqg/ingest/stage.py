@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from xqg.config import Config, QuerySetConfig
-from xqg.ingest.corpus import PASSAGE_SCHEMA, detect_format, read_passages
+from xqg.ingest.corpus import detect_format, read_passages
+from xqg.ingest.passages import PASSAGE_SCHEMA
 from xqg.ingest.lines import raw_text
 from xqg.ingest.queries import read_query_set
 from xqg.ingest.shards import ShardSpool, first_seen, shard_of

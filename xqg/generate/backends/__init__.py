@@ -1,33 +1,37 @@
-"""Generation backends behind one interface; each is imported only when asked for."""
+"""Generation backends behind one interface: each is one module of this package that registers itself.
+
+Looking a backend up imports every module of the package (they import their engines, torch, ctranslate2 or
+vllm, only when a backend is built), so a new backend is a new file here and nothing else.
+"""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
-from xqg.generate.backends.base import BackendUnavailable, GeneratorBackend, SamplingSettings, float16_refusal
+from xqg.generate.backends.base import (
+    BACKENDS, BackendUnavailable, GeneratorBackend, SamplingSettings, float16_refusal, register,
+)
+from xqg.registry import import_package
 
 if TYPE_CHECKING:
     from xqg.config import GenerateConfig
     from xqg.rundir import RunDir
 
-BACKENDS: dict[str, str] = {
-    "hf": "xqg.generate.backends.hf:HFBackend",
-    "ctranslate2": "xqg.generate.backends.ctranslate2:CT2Backend",
-    "vllm": "xqg.generate.backends.vllm:VLLMBackend",
-}
+
+def backend_names() -> list[str]:
+    """The names of every backend of this package, sorted."""
+    import_package(__name__)
+    return BACKENDS.names()
 
 
 def backend_class(name: str) -> type[GeneratorBackend]:
     """The backend class registered under name."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown generation backend {name!r}; choose one of {sorted(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    import_package(__name__)
+    return BACKENDS.get(name)
 
 
 def make_backend(name: str, model_path: str, sampling: SamplingSettings, **kwargs: Any) -> GeneratorBackend:
-    """Load a backend (model loaded once): hf, ctranslate2 (pass ct2_path) or vllm."""
+    """Load a backend (model loaded once): hf, ctranslate2 (pass ct2_path), vllm or any other registered one."""
     return backend_class(name)(model_path, sampling, **kwargs)
 
 
@@ -41,6 +45,6 @@ def prepare_backend(gen: GenerateConfig, run: RunDir, model_path: str, use_gpu: 
 
 
 __all__ = [
-    "BACKENDS", "BackendUnavailable", "GeneratorBackend", "SamplingSettings", "backend_class", "make_backend",
-    "prepare_backend",
+    "BackendUnavailable", "GeneratorBackend", "SamplingSettings", "backend_class", "backend_names", "make_backend",
+    "prepare_backend", "register",
 ]

@@ -1,4 +1,9 @@
-"""The one small interface every generation backend implements: token ids in, n strings per prompt out."""
+"""The one small interface every generation backend implements: token ids in, n strings per prompt out.
+
+A backend is one module of this package: a GeneratorBackend subclass (its name, its config-time checks, its
+driver-side preparation, its generation), and a `register(TheBackend)` call at the end of the file. The
+package's lookups (xqg.generate.backends) find it by name; nothing else lists the backends.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from xqg.models.family import is_t5_family, model_is_encoder_decoder
+from xqg.registry import Registry
 
 if TYPE_CHECKING:  # config imports the backends to validate them: importing config or rundir here would cycle
     from xqg.config import GenerateConfig
@@ -175,3 +181,11 @@ class GeneratorBackend(ABC):
     def describe(self) -> dict[str, Any]:
         """What ran, for markers and summaries."""
         return {"backend": self.name, "device": self.device, "compute_type": self.compute_type}
+
+
+BACKENDS: Registry[type[GeneratorBackend]] = Registry("generation backend")
+
+
+def register(backend: type[GeneratorBackend]) -> type[GeneratorBackend]:
+    """Make a backend available under its name: every backend module ends with this call."""
+    return BACKENDS.register(backend.name, backend)

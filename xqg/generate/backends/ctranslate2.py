@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from xqg.generate.backends.base import (
-    BackendUnavailable, GeneratorBackend, SamplingSettings, t5_safe_compute_type,
+    BackendUnavailable, GeneratorBackend, SamplingSettings, register, t5_safe_compute_type,
 )
 from xqg.models.family import is_t5_family
 
@@ -112,3 +112,6 @@ class CT2Backend(GeneratorBackend):
     def describe(self) -> dict[str, Any]:
         """Backend, device, compute type and the converted model folder."""
         return {**super().describe(), "ct2_path": self.ct2_path}
+
+
+register(CT2Backend)

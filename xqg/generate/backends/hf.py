@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from xqg.generate.backends.base import (
-    GeneratorBackend, SamplingSettings, float16_message, float_compute_type, t5_safe_compute_type,
+    GeneratorBackend, SamplingSettings, float16_message, float_compute_type, register, t5_safe_compute_type,
 )
 from xqg.models.family import is_t5_family
 from xqg.generate.prompts import stable_seed
@@ -157,3 +157,6 @@ class HFBackend(GeneratorBackend):
     def describe(self) -> dict[str, Any]:
         """Backend, device and the torch dtype in use."""
         return {**super().describe(), "compute_type": str(self.dtype).removeprefix("torch.")}
+
+
+register(HFBackend)

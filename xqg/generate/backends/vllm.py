@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from xqg.generate.backends.base import (
-    BackendUnavailable, GeneratorBackend, SamplingSettings, float_compute_type,
+    BackendUnavailable, GeneratorBackend, SamplingSettings, float_compute_type, register,
 )
 from xqg.models.family import guess_encoder_decoder, model_is_encoder_decoder
 
@@ -128,3 +128,6 @@ class VLLMBackend(GeneratorBackend):
         """One engine call for the batch; prompts as token ids (already truncated), one seed per request."""
         outputs = self.llm.generate(token_prompts(token_ids), [self.params(s) for s in seeds], use_tqdm=False)
         return [[c.text.strip() for c in out.outputs] for out in outputs]
+
+
+register(VLLMBackend)
