@@ -6,10 +6,13 @@ import posixpath
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from xqg.config import ModelRef, ScratchModel
 from xqg.names import check_run_path
-from xqg.rundir import RunDir
+
+if TYPE_CHECKING:
+    from xqg.config import ModelRef, ScratchModel
+    from xqg.rundir import RunDir
 
 RUN_PREFIX = "run:"
 

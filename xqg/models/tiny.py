@@ -6,9 +6,10 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xqg.config import ScratchModel
+if TYPE_CHECKING:
+    from xqg.config import ScratchModel
 
 # Decoder-only (causal LM) architectures a scratch spec may name: the vLLM route's generators. (Not qwen2: transformers
 # would load its tokenizer as Qwen2's byte-level BPE class, which mangles this SentencePiece vocabulary.)
