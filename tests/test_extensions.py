@@ -92,7 +92,9 @@ def test_a_corpus_format_is_one_file(lines_format: None, tmp_path: Path) -> None
     assert detect_format(str(path)) == "lines"
     blocks = list(read_passages(str(path)))
     rows = [r for b in blocks for r in b.table.to_pylist()]
-    assert rows == [{"docid": "0", "title": "", "text": "first passage"}, {"docid": "3", "title": "", "text": "last one"}]
+    assert rows == [
+        {"docid": "0", "title": "", "text": "first passage"}, {"docid": "3", "title": "", "text": "last one"},
+    ]
     assert [(r["key"], r["reason"]) for b in blocks for r in b.rejects] == [
         ("row 2", "undecodable line (bad UTF-8)"), ("1", "empty text"),
     ]
@@ -108,3 +110,17 @@ def test_an_unknown_corpus_format_is_a_config_error_naming_the_registered_ones(t
     with pytest.raises(ValueError, match=r"name it \.tsv/\.tsv\.gz, \.jsonl/\.jsonl\.gz or \.parquet, point at a "
                                          r"folder holding xquad\.en\.json, or set corpus\.format"):
         detect_format(str(tmp_path / "corpus.lines.txt"))
+
+
+def test_a_second_backend_under_a_taken_name_is_refused() -> None:
+    from xqg.generate.backends import backend_class
+    from xqg.generate.backends.base import register
+
+    hf = backend_class("hf")
+
+    class Imposter(hf):  # type: ignore[valid-type, misc]
+        name = "hf"
+
+    with pytest.raises(ValueError, match="two generation backends named 'hf'"):
+        register(Imposter)
+    assert backend_class("hf") is hf

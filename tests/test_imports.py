@@ -109,10 +109,12 @@ def test_the_graph_counts_lazy_imports_and_registries_but_not_type_checking(tmp_
     (pkg / "plugins").mkdir(parents=True)
     files = {
         "__init__.py": "",
-        "a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from toy import b\n\n\ndef f():\n    from toy import c\n",
+        "a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from toy import b\n\n\n"
+                "def f():\n    from toy import c\n",
         "b.py": "",
         "c.py": "import importlib\n\nimportlib.import_module('toy.b')\n",
-        "plugins/__init__.py": "from xqg.registry import import_package\n\n\ndef load():\n    import_package(__name__)\n",
+        "plugins/__init__.py": "from xqg.registry import import_package\n\n\n"
+                               "def load():\n    import_package(__name__)\n",
         "plugins/base.py": "",
         "plugins/one.py": "from .base import register\n",
         "plugins/_private.py": "",
@@ -164,7 +166,8 @@ def test_only_models_family_probes_a_models_family():
         if path == PACKAGE / "models" / "family.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            name = node.attr if isinstance(node, ast.Attribute) else node.value if isinstance(node, ast.Constant) else None
+            name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "value", None)
+            name = name if isinstance(name, str) else None
             if name in probes or (isinstance(node, ast.alias) and node.name in probes):
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: {name or node.name}")
     assert found == []

@@ -2,9 +2,10 @@
 
 A package of extensions keeps a Registry in its `base` module; every extension module imports that module and
 ends with a `register` call. The package's lookup functions call `import_package` first, which imports every
-module of the package (once; later calls find them in sys.modules), so dropping a file into the package is all
-it takes to add an extension. Extension modules must import their heavy engines inside functions: the lookups
-import every one of them, also where only a name is checked (a config loaded on a machine without the engine).
+module of the package not named _private (once; later calls find them in sys.modules), so dropping a file into
+the package is all it takes to add an extension. Extension modules must import their heavy engines inside
+functions: the lookups import every one of them, also where only a name is checked (a config loaded on a
+machine without the engine).
 
 Registration and discovery live in different modules (`base` registers, the package's lookup module discovers),
 so no extension module imports the module that imports it. Imports nothing of xqg.
@@ -20,7 +21,7 @@ T = TypeVar("T")
 
 
 def import_package(package: str) -> None:
-    """Import every module of a package (its extensions register themselves as they are imported)."""
+    """Import every module of a package but _private ones (its extensions register themselves as they are imported)."""
     pkg = importlib.import_module(package)
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):

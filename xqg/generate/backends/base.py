@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from xqg.models.family import is_t5_family, model_is_encoder_decoder
 from xqg.registry import Registry
 
-if TYPE_CHECKING:  # config imports the backends to validate them: importing config or rundir here would cycle
+if TYPE_CHECKING:  # config imports the backends to validate them: importing config here would cycle
     from xqg.config import GenerateConfig
     from xqg.rundir import RunDir
 
