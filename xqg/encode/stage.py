@@ -221,11 +221,10 @@ def streamed_encode(config: Config, run: RunDir, generate_units: list[Unit]) -> 
         "chunk_size": config.encode.chunk_size, "threads": config.encode.torch_threads, "num_queries": k,
         "use_gpu": pool.use_gpu, "storage_dtype": config.storage.dtype,
     }
-    streamed = StreamedEncode(runner, Feed(runner, units, EncodeGeneratedAfter, kwargs, pool))
 
     def on_result(unit: Unit, row: dict[str, Any]) -> dict[str, Any]:
         streamed.texts += int(row.get("items", 0))
         return {"model": spec.query_model, "pooling": spec.pooling, "encoder": encoder}
 
-    streamed.feed.on_result = on_result
+    streamed = StreamedEncode(runner, Feed(runner, units, EncodeGeneratedAfter, kwargs, pool, on_result))
     return streamed
