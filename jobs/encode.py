@@ -1,7 +1,7 @@
 """Encode passages, generated queries (one summed vector per passage and language) and query sets.
 
 A thin entry point for `ray job submit --working-dir . -- python jobs/encode.py --config FILE [...]`: the same
-arguments and exit statuses as `xqg encode` (xqg/commands.py).
+arguments and exit statuses as `xqg encode` (xqg/stages/encode.py).
 """
 
 import sys

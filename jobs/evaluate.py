@@ -1,7 +1,7 @@
 """Score the baseline and +xQG runs (R@2kt / R@5kt, significance) and write the report.
 
 A thin entry point for `ray job submit --working-dir . -- python jobs/evaluate.py --config FILE [...]`: the same
-arguments and exit statuses as `xqg evaluate` (xqg/commands.py).
+arguments and exit statuses as `xqg evaluate` (xqg/stages/evaluate.py).
 """
 
 import sys

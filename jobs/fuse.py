@@ -1,7 +1,7 @@
 """Fuse passage embeddings with their generated-query sums: e'(p) = (1 - alpha) e(p) + alpha sum_q e(q).
 
 A thin entry point for `ray job submit --working-dir . -- python jobs/fuse.py --config FILE [...]`: the same
-arguments and exit statuses as `xqg fuse` (xqg/commands.py).
+arguments and exit statuses as `xqg fuse` (xqg/stages/fuse.py).
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Generate n queries per passage per language (xQG), optionally encoding them as they come (--encode).
 
 A thin entry point for `ray job submit --working-dir . -- python jobs/generate.py --config FILE [...]`: the same
-arguments and exit statuses as `xqg generate` (xqg/commands.py).
+arguments and exit statuses as `xqg generate` (xqg/stages/generate.py).
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Build FAISS indexes: 'baseline' over embeddings/passages and the fused set (fuse.name) when it exists.
 
 A thin entry point for `ray job submit --working-dir . -- python jobs/index.py --config FILE [...]`: the same
-arguments and exit statuses as `xqg index` (xqg/commands.py).
+arguments and exit statuses as `xqg index` (xqg/stages/index.py).
 """
 
 import sys

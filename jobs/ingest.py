@@ -1,7 +1,7 @@
 """Ingest a passage corpus into hash-sharded Parquet and the query sets into Parquet (no Ray needed).
 
 A thin entry point for `ray job submit --working-dir . -- python jobs/ingest.py --config FILE [...]`: the same
-arguments and exit statuses as `xqg ingest` (xqg/commands.py).
+arguments and exit statuses as `xqg ingest` (xqg/stages/ingest.py).
 """
 
 import sys

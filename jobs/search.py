@@ -1,7 +1,7 @@
 """Search a query-embedding set against an index; writes runs/<name>.tsv and runs/<name>.trec.
 
 A thin entry point for `ray job submit --working-dir . -- python jobs/search.py --config FILE [...]`: the same
-arguments and exit statuses as `xqg search` (xqg/commands.py).
+arguments and exit statuses as `xqg search` (xqg/stages/search.py).
 """
 
 import sys

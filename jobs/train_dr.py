@@ -1,7 +1,7 @@
 """Contrastive fine-tuning of the bi-encoder (xDR) on Ray Train; resumes from its checkpoints.
 
 A thin entry point for `ray job submit --working-dir . -- python jobs/train_dr.py --config FILE [...]`: the same
-arguments and exit statuses as `xqg train_dr` (xqg/commands.py).
+arguments and exit statuses as `xqg train_dr` (xqg/stages/train_dr.py).
 """
 
 import sys

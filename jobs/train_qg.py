@@ -1,7 +1,7 @@
 """Fine-tuning of the cross-lingual query generator (mT5) on Ray Train; resumes from its checkpoints.
 
 A thin entry point for `ray job submit --working-dir . -- python jobs/train_qg.py --config FILE [...]`: the same
-arguments and exit statuses as `xqg train_qg` (xqg/commands.py).
+arguments and exit statuses as `xqg train_qg` (xqg/stages/train_qg.py).
 """
 
 import sys

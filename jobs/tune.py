@@ -1,7 +1,7 @@
 """Choose the fusion (alpha, reduction) of a setting on the held-out query set tune.query_set (never dev).
 
 A thin entry point for `ray job submit --working-dir . -- python jobs/tune.py --config FILE [...]`: the same
-arguments and exit statuses as `xqg tune` (xqg/commands.py).
+arguments and exit statuses as `xqg tune` (xqg/stages/tune.py).
 """
 
 import sys

@@ -215,3 +215,56 @@ def test_upstream_names_the_stage_to_run(tmp_path):
     runner = StageRunner(RunDir(str(tmp_path / "run")), "encode")
     with pytest.raises(FileNotFoundError, match="jobs/generate.py"):
         runner.upstream("generate", "lang=ar/shard=00000")
+
+
+# ---- a chain of stages (generate --encode): each stage's runner marks its own units -----------------------------
+def _chain(tmp_path):
+    """An upstream runner with two units planned, and a Feed of a downstream runner with one unit made from each."""
+    from xqg.runner import Feed
+    from xqg.units import Pool
+
+    run = RunDir(str(tmp_path / "run"))
+    up = StageRunner(run, "generate")
+    ups = [Unit("lang=sw/shard=00000", {"x": 0}), Unit("lang=sw/shard=00001", {"x": 1})]
+    up.plan(ups)
+    down = StageRunner(run, "encode")
+    units = {u.name: Unit(f"generated/{u.name}", {"input": u.fingerprint}) for u in ups}
+    down.plan(list(units.values()))
+    return up, ups, Feed(down, units, object, {"batch_size": 8}, Pool(False, 1)), down
+
+
+def test_a_fed_unit_owes_the_rows_its_upstream_unit_put_out_and_is_marked_by_its_own_runner(tmp_path):
+    import threading
+
+    from xqg.units import NEXT_PREFIX
+
+    up, ups, feed, down = _chain(tmp_path)
+    assert feed.constructor_kwargs() == {"batch_size": 8, "units": {u.name: f"generated/{u.name}" for u in ups}}
+    assert up.finish(ups[0], rows_in=5, rows_out=4, rejected=1)
+    row = {"unit": ups[0].name, "rows_out": 4, **{f"{NEXT_PREFIX}{k}": v for k, v in
+                                                  {"unit": "x", "rows_in": 4, "rows_out": 4, "rejected": 0}.items()}}
+    feed.take(up, ups[0], row, True, threading.Lock())
+    assert up.run.done_units("encode") == {f"generated/{ups[0].name}"}
+    assert feed.units[ups[0].name].expected == 4  # the upstream unit's rows out, not its rows in
+    # A downstream result that read fewer rows than its upstream unit wrote stays unmarked.
+    assert up.finish(ups[1], rows_in=5, rows_out=5, rejected=0)
+    short = {**row, "unit": ups[1].name, f"{NEXT_PREFIX}rows_in": 3, f"{NEXT_PREFIX}rows_out": 3}
+    feed.take(up, ups[1], short, True, threading.Lock())
+    summary = down.close()
+    assert summary.units_done == 1 and summary.units_failed == 1
+    assert "read 3 rows, its input holds 5" in summary.message
+    assert up.run.done_units("encode") == {f"generated/{ups[0].name}"}
+
+
+def test_a_fed_unit_whose_upstream_unit_failed_fails_unmarked(tmp_path):
+    import threading
+
+    from xqg.units import NEXT_PREFIX
+
+    up, ups, feed, down = _chain(tmp_path)
+    row = {"unit": ups[0].name, f"{NEXT_PREFIX}unit": "", f"{NEXT_PREFIX}error": "not encoded: its generation failed"}
+    feed.take(up, ups[0], row, False, threading.Lock())
+    feed.take(up, Unit("lang=fi/shard=00000", {}), {"unit": "lang=fi/shard=00000"}, True, threading.Lock())  # no unit
+    summary = down.close()
+    assert summary.units_failed == 1 and f"generate {ups[0].name} is not complete" in summary.message
+    assert up.run.done_units("encode") == set()

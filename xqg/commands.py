@@ -1,22 +1,19 @@
-"""The command registry: every stage's command line (its selectors) and the function it runs.
+"""The command registry: every command's line (its selectors) and the function it runs.
 
-`xqg <command>` (xqg.cli.main) and `python jobs/<command>.py` (xqg.cli.job_main) both read COMMANDS, so a stage
-reaches both with one `register(Command(...))` here and a two-line jobs/<name>.py for `ray job submit`.
-Stage code is imported inside each run function: `xqg --help` and config errors import no torch or Ray.
+`xqg <command>` (xqg.cli.main) and `python jobs/<command>.py` (xqg.cli.job_main) both read COMMANDS: first one
+command per registered stage (xqg/stages/<name>.py, in pipeline order), then the commands that are no stage
+(export, run, ask, serve), registered here. Stage code is imported inside each run function: `xqg --help` and
+config errors import no torch or Ray.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from xqg.config import Config, ConfigError
-from xqg.selectors import parse_languages, parse_shards
-from xqg.summary import StageSummary
-
-StageResult = StageSummary | list[StageSummary]
+from xqg.config import Config
+from xqg.stages import StageResult, stage_names, stages
 
 
 @dataclass(frozen=True)
@@ -54,151 +51,7 @@ def get_command(name: str) -> Command:
     raise KeyError(f"no command {name!r}; commands are: {', '.join(COMMANDS)}")
 
 
-def _selector(parse: Callable[[str], object]) -> Callable[[str], object]:
-    """An argparse type from a selector parser: a bad value is a usage error (exit 2) before Ray starts."""
-
-    def convert(value: str) -> object:
-        try:
-            return parse(value)
-        except ConfigError as e:
-            # argparse already says "argument --shards: "; the parser's own "--shards" would repeat it
-            raise argparse.ArgumentTypeError(re.sub(r"^--[a-z-]+:? ", "", str(e))) from None
-
-    convert.__name__ = parse.__name__.removeprefix("parse_")  # argparse names the type in its messages
-    return convert
-
-
-SHARDS = _selector(parse_shards)
-LANGUAGES = _selector(parse_languages)
-
-
-def _positive_int(value: str) -> int:
-    """argparse type: a whole number >= 1 (anything else is a usage error, exit 2)."""
-    if not value.strip().isascii() or not value.strip().isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
-    return int(value)
-
-
-# ---- ingest, train_qg ---------------------------------------------------------------------------------------
-def _ingest(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.ingest.stage import run_ingest
-
-    return run_ingest(config)
-
-
-def _train_qg(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.train.qg import run_train_qg
-
-    return run_train_qg(config)
-
-
-# ---- generate ----------------------------------------------------------------------------------------------
-def _generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--languages", type=LANGUAGES,
-                   help="comma-separated codes to generate for (default: config languages)")
-    p.add_argument("--shards", type=SHARDS, help="corpus shards to work on, e.g. 0-9,12 (default: all)")
-    p.add_argument("--encode", action="store_true",
-                   help="also encode each unit's queries as soon as it is generated (one pipeline; both stages marked)")
-
-
-def _generate(config: Config, args: argparse.Namespace) -> StageResult:
-    languages, shards = args.languages, args.shards
-    if args.encode:
-        from xqg.generate_encode import run_generate_encode
-
-        return run_generate_encode(config, languages, shards)
-    from xqg.generate.stage import run_generate
-
-    return run_generate(config, languages, shards)
-
-
-# ---- train_dr, encode, fuse ----------------------------------------------------------------------------------
-def _train_dr(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.train.dr import run_train_dr
-
-    return run_train_dr(config)
-
-
-def _encode_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", choices=["passages", "generated", "queries", "all"], default="all",
-                   help="what to encode (default: all three with one pool of encoder actors)")
-    p.add_argument("--languages", type=LANGUAGES, help="generated target: only these languages, e.g. ar,fi")
-    p.add_argument("--shards", type=SHARDS, help="only these corpus shards, e.g. 0-9,12")
-    p.add_argument("--num-queries", type=_positive_int,
-                   help="generated target: first k queries of each list (embeddings/generated-k{k})")
-
-
-def _encode(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.encode import run_encode
-
-    if args.num_queries is not None:
-        config.encode.num_queries = args.num_queries
-    return run_encode(config, args.target, args.languages, args.shards)
-
-
-def _tune(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.tune import run_tune
-
-    return run_tune(config)
-
-
-def _fuse(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.tune import run_fuse_sets
-
-    return run_fuse_sets(config)
-
-
-# ---- index, search -----------------------------------------------------------------------------------------
-def _index_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", action="append",
-                   help="'passages' (= the baseline index) or a fused set's name; repeatable. "
-                        "Default: baseline, plus fuse.name and its tuned set when they are fused")
-
-
-def _index(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.index import run_index
-    from xqg.layout import BASELINE, FUSE, fused_set, tuned_set
-    from xqg.rundir import RunDir
-
-    names = args.name
-    if not names:
-        names = [BASELINE]
-        done = RunDir(config.run_dir).done_units(FUSE)
-        for fused in (fused_set(config), tuned_set(config)):  # the paper's fused set, then the tuned one
-            if any(u.startswith(f"{fused}/") for u in done):
-                names.append(fused)
-    return [run_index(config, n) for n in names]
-
-
-def _search_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", action="append",
-                   help="index name (baseline, or a fused set's name); repeatable. "
-                        "Default: baseline, plus fuse.name and its tuned set when they are indexed")
-    p.add_argument("--queries", help="query set (default: search.query_set, else the first configured set)")
-
-
-def _search(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.index.build import MANIFEST
-    from xqg.layout import BASELINE, fused_set, index_dir, tuned_set
-    from xqg.rundir import RunDir
-    from xqg.search import run_search
-
-    names = args.index
-    if not names:
-        names = [BASELINE]
-        for fused in (fused_set(config), tuned_set(config)):  # the paper's fused set, then the tuned one
-            if RunDir(config.run_dir).exists(index_dir(fused), MANIFEST):
-                names.append(fused)
-    return [run_search(config, n, args.queries) for n in names]
-
-
-# ---- evaluate, export ----------------------------------------------------------------------------------------
-def _evaluate(config: Config, args: argparse.Namespace) -> StageResult:
-    from xqg.evaluate.stage import run_evaluate
-
-    return run_evaluate(config)
-
-
+# ---- export ------------------------------------------------------------------------------------------------
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", action="append",
                    help="index whose run to export (baseline, or a fused set's name); repeatable. "
@@ -215,21 +68,19 @@ def _export(config: Config, args: argparse.Namespace) -> StageResult:
 # ---- the whole pipeline --------------------------------------------------------------------------------------
 def _stage_list(value: str) -> list[str]:
     """argparse type of --only: 'fuse,index' -> ['fuse', 'index']; an unknown or no stage is a usage error."""
-    from xqg.layout import STAGES
-
-    stages = [s.strip() for s in value.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages:
+    names = stage_names()
+    chosen = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in names]
+    if unknown or not chosen:
         what = f"unknown stage(s) {', '.join(map(repr, unknown))}" if unknown else f"no stage in {value!r}"
-        raise argparse.ArgumentTypeError(f"{what}; stages are: {', '.join(STAGES)}")
-    return stages
+        raise argparse.ArgumentTypeError(f"{what}; stages are: {', '.join(names)}")
+    return chosen
 
 
 def _pipeline_arguments(p: argparse.ArgumentParser) -> None:
-    from xqg.layout import STAGES
-
-    p.add_argument("--from", dest="start", choices=STAGES, help="run this stage and every later one")
-    p.add_argument("--only", type=_stage_list, help=f"comma-separated stages to run, of: {','.join(STAGES)}")
+    names = stage_names()
+    p.add_argument("--from", dest="start", choices=names, help="run this stage and every later one")
+    p.add_argument("--only", type=_stage_list, help=f"comma-separated stages to run, of: {','.join(names)}")
 
 
 def _pipeline(config: Config, args: argparse.Namespace) -> StageResult:
@@ -258,26 +109,9 @@ def _own_command_line(config: Config, args: argparse.Namespace) -> StageResult:
     raise NotImplementedError("this command runs its own main")
 
 
-# One line per command, in pipeline order; a new stage adds its line here (and jobs/<name>.py for ray job submit).
-register(Command("ingest", "Ingest a passage corpus into hash-sharded Parquet and the query sets into Parquet.",
-                 _ingest, needs_ray=False))
-register(Command("train_qg", "Fine-tune the cross-lingual query generator (mT5) on Ray Train; resumes from its "
-                 "checkpoints.", _train_qg))
-register(Command("generate", "Generate n queries per passage per language (xQG).", _generate, _generate_arguments))
-register(Command("train_dr", "Contrastive fine-tuning of the bi-encoder (xDR) on Ray Train; resumes from its "
-                 "checkpoints.", _train_dr))
-register(Command("encode", "Encode passages, generated queries (one summed vector per passage and language) and "
-                 "query sets.", _encode, _encode_arguments))
-register(Command("tune", "Choose the fusion (alpha, reduction) on the held-out query set tune.query_set, never dev.",
-                 _tune))
-register(Command("fuse", "Fuse passage embeddings with their generated-query sums: "
-                 "e'(p) = (1 - alpha) e(p) + alpha sum_q e(q); with tune.query_set also the tuned fused set.", _fuse))
-register(Command("index", "Build FAISS indexes: the baseline over the passage embeddings and the fused set's.",
-                 _index, _index_arguments))
-register(Command("search", "Search a query set against indexes; writes runs/<name>.tsv and runs/<name>.trec.",
-                 _search, _search_arguments))
-register(Command("evaluate", "Score the baseline and +xQG runs (R@2kt / R@5kt, significance); write the report.",
-                 _evaluate, needs_ray=False))
+# Every stage is a command (`xqg <stage>`, jobs/<stage>.py), in pipeline order; then the commands that are no stage.
+for _stage in stages():
+    register(Command(_stage.name, _stage.help, _stage.run, _stage.add_arguments, needs_ray=_stage.needs_ray))
 register(Command("export", "Write runs in XOR-TyDi's official prediction format (runs/<run>.xor.json).",
                  _export, _export_arguments, needs_ray=False))
 register(Command("run", "Run the whole pipeline (ingest -> ... -> evaluate); complete units are skipped.",

@@ -1,12 +1,16 @@
-"""What every command line shares: --config / --set / --keep-stale, the run-directory check, connecting to Ray."""
+"""What every command line shares: --config / --set / --keep-stale, the selectors' argument types, the
+run-directory check, connecting to Ray."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 from xqg.config import Config, ConfigError
+from xqg.selectors import parse_languages, parse_shards
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +28,31 @@ def base_parser(description: str, add_help: bool = True) -> argparse.ArgumentPar
         help="override a config key, e.g. --set generate.num_queries=3 (repeatable)",
     )
     return p
+
+
+def _selector(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from a selector parser: a bad value is a usage error (exit 2) before Ray starts."""
+
+    def convert(value: str) -> object:
+        try:
+            return parse(value)
+        except ConfigError as e:
+            # argparse already says "argument --shards: "; the parser's own "--shards" would repeat it
+            raise argparse.ArgumentTypeError(re.sub(r"^--[a-z-]+:? ", "", str(e))) from None
+
+    convert.__name__ = parse.__name__.removeprefix("parse_")  # argparse names the type in its messages
+    return convert
+
+
+SHARDS = _selector(parse_shards)
+LANGUAGES = _selector(parse_languages)
+
+
+def positive_int(value: str) -> int:
+    """argparse type: a whole number >= 1 (anything else is a usage error, exit 2)."""
+    if not value.strip().isascii() or not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def check_run_dir(run_dir: str) -> None:

@@ -14,10 +14,11 @@ from xqg.rundir import parse_shard, shard_name
 
 __all__ = ["check_name", "check_run_path"]  # re-exported: stages ask layout for every path
 
+# Stage names as the run directory spells them (markers/<stage>/, rejects/<stage>/, _locks/<stage>.json); which
+# stages there are, and in what order they run, is the stage registry's (xqg.stages).
 INGEST, TRAIN_QG, GENERATE, TRAIN_DR, ENCODE, TUNE, FUSE, INDEX, SEARCH, EVALUATE = (
     "ingest", "train_qg", "generate", "train_dr", "encode", "tune", "fuse", "index", "search", "evaluate",
 )
-STAGES: tuple[str, ...] = (INGEST, TRAIN_QG, GENERATE, TRAIN_DR, ENCODE, TUNE, FUSE, INDEX, SEARCH, EVALUATE)
 TUNED = "tuned"  # the suffix of a fused set made with the fusion that the tune stage chose
 PART = "part-00000.parquet"
 

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import posixpath
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -412,26 +413,43 @@ class StageRunner:
         rate_key: str = "rows_out",
         rate_unit: str = "rows",
         on_result: Callable[[Unit, dict[str, Any]], dict[str, Any]] | None = None,
+        then: Feed | None = None,
     ) -> float:
         """Stream units through a Ray Data actor pool; each result is counted and marked as it arrives.
 
         A unit whose actor reports an error (or whose result cannot be taken in) stays unmarked and is named in the
-        summary; the other units go on.
+        summary; the other units go on. With `then`, the pipeline goes on into the next stage's actors (see Feed):
+        each unit here is marked as soon as its own actor returns, while the next stage still works on it.
         """
-        from xqg.units import run_units
+        from xqg.units import NEXT_PREFIX, run_units
 
         self.prepare_all(units)
         self._dispatched = True
+        if then is not None:
+            then.runner.prepare_all(list(then.units.values()))
+            then.runner._dispatched = True
         by_name = {u.name: u for u in units}
+        taken: dict[str, bool] = {}
+        lock = threading.Lock()  # a chained unit's manifest comes twice, from two threads (see run_units' on_first)
+
+        def take_once(row: dict[str, Any]) -> bool:
+            """Mark (or fail) a unit from the first copy of its manifest; whether it is marked."""
+            own = {k: _plain(v) for k, v in row.items() if not k.startswith(NEXT_PREFIX)}
+            name = str(own.pop("unit"))
+            with lock:
+                if name not in taken:
+                    taken[name] = self.take(by_name[name], own, on_result)
+                return taken[name]
 
         def handle(row: dict[str, Any]) -> None:
-            row = {k: _plain(v) for k, v in row.items()}
-            unit = by_name[str(row.pop("unit"))]
-            self.take(unit, row, on_result)
+            marked = take_once(row)
+            if then is not None:
+                then.take(self, by_name[str(row["unit"])], row, marked, lock)
 
         rows = [{"unit": u.name, **u.payload} for u in units]
+        nexts = None if then is None else [(then.actor_cls, then.constructor_kwargs(), then.pool)]
         return run_units(rows, actor_cls, constructor_kwargs, pool=pool, on_result=handle, desc=desc,
-                         rate_key=rate_key, rate_unit=rate_unit)
+                         rate_key=rate_key, rate_unit=rate_unit, then=nexts, on_first=take_once if then else None)
 
     def take(
         self, unit: Unit, row: dict[str, Any], on_result: Callable[[Unit, dict[str, Any]], dict[str, Any]] | None = None
@@ -505,3 +523,45 @@ class StageRunner:
         s.message = "\n".join(lines)
         self.release()
         return s
+
+
+@dataclass
+class Feed:
+    """A stage whose actors take another stage's units as they come, in the same Ray Data pipeline: a chain of
+    stages, each planned, prepared, marked and summarised by its own runner (StageRunner.run_actors(then=feed)).
+
+    units maps an upstream unit's name to the unit of this stage made from it (those to do; an upstream unit
+    without one just passes through). actor_cls is constructed with kwargs plus `units` ({upstream name: unit
+    name}); it gets each upstream manifest row and returns it with its own manifest's columns added, each named
+    xqg.units.NEXT_PREFIX + column. A unit owes the rows its upstream unit put out; it fails, unmarked, when its
+    upstream unit could not be marked.
+    """
+
+    runner: StageRunner
+    units: dict[str, Unit]
+    actor_cls: type
+    kwargs: dict[str, Any]
+    pool: Pool
+    on_result: Callable[[Unit, dict[str, Any]], dict[str, Any]] | None = None
+
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """The actors' constructor kwargs: kwargs and the units to make."""
+        return {**self.kwargs, "units": {up: unit.name for up, unit in self.units.items()}}
+
+    def take(
+        self, upstream: StageRunner, source: Unit, row: dict[str, Any], marked: bool, lock: threading.Lock
+    ) -> None:
+        """Mark (or fail) the unit made from an upstream unit, from the next-stage columns of its manifest row."""
+        from xqg.units import NEXT_PREFIX
+
+        unit = self.units.get(source.name)
+        if unit is None:
+            return
+        own = {k[len(NEXT_PREFIX):]: _plain(v) for k, v in row.items() if k.startswith(NEXT_PREFIX)}
+        own.pop("unit", None)
+        if not marked:
+            self.runner.fail(unit, f"{upstream.stage} {source.name} is not complete")
+            return
+        with lock:  # the upstream marker may have been written by the other thread just now
+            unit.expected = int(upstream.markers()[source.name]["rows_out"])
+        self.runner.take(unit, own, self.on_result)

@@ -351,6 +351,11 @@ def failed_manifest(unit: str, error: BaseException, template: Mapping[str, Any]
     return {**blank, "unit": unit, "error": f"{type(error).__name__}: {error}"[:2000] + at}
 
 
+# A pool that goes on from another stage's pool (run_units' `then`) returns each manifest row it gets with its own
+# manifest's columns added under this prefix (see xqg.runner.Feed).
+NEXT_PREFIX = "next_"
+
+
 def tapped(cls: type) -> type:
     """cls as a pool's actor class that also sends each manifest it returns to the driver at once (a Ray queue,
     ctor kwarg xqg_tap), so the driver can mark the unit while later pools of the same pipeline still work on it."""

@@ -14,7 +14,7 @@ def test_streamed_units_are_generated_written_encoded_and_marked_as_the_two_stag
     ray_local, tiny_mt5_dir, tiny_bert_dir, make_corpus_run, demo_passage_rows
 ):
     from xqg.encode.stage import run_encode
-    from xqg.generate_encode import run_generate_encode
+    from xqg.generate.stage import run_generate_encode
 
     run = make_corpus_run(demo_passage_rows[:10], num_shards=2)
     config = load_config(None, [
@@ -75,7 +75,7 @@ def test_a_generate_unit_is_marked_when_its_queries_are_written_not_when_encoded
     wait_until_cluster_idle(ray_local)
 
     config = load_config(config_path)
-    from xqg.generate_encode import run_generate_encode
+    from xqg.generate.stage import run_generate_encode
 
     summaries = run_generate_encode(config)  # the rerun: nothing is generated again, everything is encoded
     assert all(s.ok for s in summaries), [s.render() for s in summaries]

@@ -17,7 +17,14 @@ from xqg.models.encoder import Encoder, chunks, tokenize_passages, tokenize_quer
 from xqg.layout import ENCODE, GENERATED, PART, PASSAGES, QUERIES, corpus_dir, embeddings_dir, generated_dir, query_set_dir
 from xqg.rundir import RunDir
 from xqg.units import (
-    actor_device_or_refusal, failed_manifest, fake_gpu_pause, refuse_unit, start_or_refusal, torch_device, where,
+    NEXT_PREFIX,
+    actor_device_or_refusal,
+    failed_manifest,
+    fake_gpu_pause,
+    refuse_unit,
+    start_or_refusal,
+    torch_device,
+    where,
 )
 
 STAGE = ENCODE
@@ -189,9 +196,9 @@ class EncodeActor:
 class EncodeGeneratedAfter(EncodeActor):
     """Second pool of `generate --encode`: encodes each generated unit as its generation manifest arrives.
 
-    Gets the generate actors' manifest rows; returns them with the encode manifest alongside (columns "enc_*").
-    A unit whose generation failed, or whose embeddings are already current (not in `units`), is passed on
-    without encoding.
+    Gets the generate actors' manifest rows; returns them with the encode manifest alongside (its columns named
+    NEXT_PREFIX + column, as xqg.runner.Feed reads them). A unit whose generation failed, or whose embeddings are
+    already current (not in `units`), is passed on without encoding.
     """
 
     def __init__(self, run_uri: str, spec: dict[str, Any], units: dict[str, str], **kwargs: Any) -> None:
@@ -200,7 +207,7 @@ class EncodeGeneratedAfter(EncodeActor):
         self.units = units
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Encode the generated units of the batch; the generate manifest columns plus enc_* columns."""
+        """Encode the generated units of the batch; the generate manifest columns plus the encode ones."""
         rows = []
         for i in range(len(batch["unit"])):
             gen = {k: v[i] for k, v in batch.items()}
@@ -211,5 +218,5 @@ class EncodeGeneratedAfter(EncodeActor):
                 enc = {"unit": target, "target": GENERATED, "seconds": 0.0, "max_n": 0, "rows_in": 0, "rows_out": 0,
                        "rejected": 0, "items": 0, "dim": 0, **self.where, "device": self.device,
                        "error": "not encoded: its generation failed" if target else ""}
-            rows.append({**gen, **{f"enc_{k}": v for k, v in enc.items()}})
+            rows.append({**gen, **{f"{NEXT_PREFIX}{k}": v for k, v in enc.items()}})
         return {k: np.array([r[k] for r in rows]) for k in rows[0]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from xqg.config import Config
@@ -24,7 +25,7 @@ from xqg.layout import (
     queries_unit,
 )
 from xqg.rundir import RunDir
-from xqg.runner import StageRunner, Unit, fingerprint, marker_fingerprint
+from xqg.runner import Feed, StageRunner, Unit, fingerprint, marker_fingerprint
 from xqg.summary import StageSummary
 
 log = logging.getLogger(__name__)
@@ -173,3 +174,57 @@ def run_encode(
             summary.extra[kind] = ", ".join(f"{k} {v:,}" for k, v in counts.items())
     summary.extra["device"] = "gpu" if pool.use_gpu else "cpu"
     return runner.close()
+
+
+@dataclass
+class StreamedEncode:
+    """The encode side of `generate --encode`: its runner and the feed that generation's actors go on into."""
+
+    runner: StageRunner
+    feed: Feed
+    texts: int = 0
+
+    def close(self) -> StageSummary:
+        """The streamed encode's summary."""
+        self.runner.summary.extra["texts encoded"] = self.texts
+        return self.runner.close()
+
+
+def streamed_encode(config: Config, run: RunDir, generate_units: list[Unit]) -> StreamedEncode:
+    """Plan the encode units of generate units that are still to be generated, to be encoded as each comes.
+
+    Each is made from its generate unit's planned fingerprint (the one that unit's marker will hold), as
+    `encode --target generated` would plan it once the unit is marked; units whose embeddings are current are left
+    out (their generate units pass through the encoder pool untouched).
+    """
+    from xqg.encode.actor import EncodeGeneratedAfter
+    from xqg.units import make_pool
+
+    runner = StageRunner(run, ENCODE, label="encode generated (streamed)", keep_stale=config.keep_stale,
+                         outputs=lambda u: [embeddings_dir(u)])
+    spec = load_encoder_spec(config, run)
+    k = config.encode.num_queries
+    encoder = encoder_fingerprints(spec, run)[QUERIES]
+    units = {
+        g.name: Unit(
+            generated_sum_unit(generated_variant(k), g.payload["lang"], g.payload["shard"]),
+            {"input": g.fingerprint, "encoder": encoder, "num_queries": k, **storage_inputs(config.storage.dtype)},
+            payload={"target": GENERATED, "shard": g.payload["shard"], "lang": g.payload["lang"], "name": ""},
+        )
+        for g in generate_units
+    }
+    todo = {u.name for u in runner.plan(list(units.values())).todo}
+    units = {g: u for g, u in units.items() if u.name in todo}
+    pool = make_pool(config.encode.use_gpu, config.encode, max(1, len(units)), ENCODE)
+    kwargs = {
+        "run_uri": run.worker_uri, "spec": spec.to_dict(), "batch_size": config.encode.batch_size,
+        "chunk_size": config.encode.chunk_size, "threads": config.encode.torch_threads, "num_queries": k,
+        "use_gpu": pool.use_gpu, "storage_dtype": config.storage.dtype,
+    }
+
+    def on_result(unit: Unit, row: dict[str, Any]) -> dict[str, Any]:
+        streamed.texts += int(row.get("items", 0))
+        return {"model": spec.query_model, "pooling": spec.pooling, "encoder": encoder}
+
+    streamed = StreamedEncode(runner, Feed(runner, units, EncodeGeneratedAfter, kwargs, pool, on_result))
+    return streamed

@@ -1,4 +1,5 @@
-"""The generate stage: n sampled queries per (passage, language), one Parquet file per (language, shard)."""
+"""The generate stage: n sampled queries per (passage, language), one Parquet file per (language, shard); with
+--encode, each unit's queries go straight on into the encode stage's actors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from xqg.generate.backends import backend_class, prepare_backend
 from xqg.generate.backends.base import SamplingSettings
 from xqg.generate.prompts import QUERY_ORDER, check_template
 from xqg.languages import normalise_code
-from xqg.layout import GENERATE, INGEST, corpus_unit, generated_unit
+from xqg.layout import GENERATE, GENERATED, INGEST, corpus_unit, generated_unit
 from xqg.models.texts import corpus_texts
 from xqg.rundir import RunDir
 from xqg.runner import Plan, StageRunner, Unit, marker_fingerprint
@@ -146,3 +147,38 @@ def run_generate(config: Config, languages: list[str] | None = None, shards: set
         rate_key="queries", rate_unit="queries",
     )
     return job.close(seconds)
+
+
+def run_generate_encode(
+    config: Config, languages: list[str] | None = None, shards: set[int] | None = None
+) -> list[StageSummary]:
+    """generate --encode: generate the pending units and encode each as it comes; then encode generated units
+    still unencoded (from an earlier job, or whose encoder changed) as the encode stage does.
+
+    One Ray Data pipeline, two actor pools (StageRunner.run_actors with then=): a (language, shard) unit is encoded
+    (its queries summed per passage) as soon as it is generated, while the next ones are still being generated.
+    Each stage's runner keeps its own markers and lease: a generate unit is marked as soon as its generate actor
+    returns (its text is written, as by plain generate), while it is still being encoded, so a killed job loses only
+    the units being generated; its encode unit is marked when the encoder returns. A unit whose generation fails
+    leaves both unmarked.
+    """
+    from xqg.encode.stage import run_encode, streamed_encode
+
+    job = start_generate(config, languages, shards)
+    if not job.plan.todo:
+        summaries = [job.runner.close()]
+    else:
+        encode = streamed_encode(config, job.runner.run, job.plan.todo)
+        log.info("generate --encode: %d unit(s) to generate, %d to encode as they come", len(job.plan.todo),
+                 len(encode.feed.units))
+        assert job.pool is not None
+        seconds = job.runner.run_actors(
+            job.plan.todo, GenerateActor, job.ctor, pool=job.pool, on_result=job.on_result, desc=job.desc + " -> encode",
+            rate_key="queries", rate_unit="queries", then=encode.feed,
+        )
+        summaries = [job.close(seconds), encode.close()]
+    langs = str(job.runner.summary.extra["languages"]).split(",")  # this job's languages, as generate chose them
+    rest = run_encode(config, GENERATED, langs, shards)
+    if rest.units_done or rest.units_failed or rest.units_stale or not summaries[1:]:
+        summaries.append(rest)
+    return summaries
