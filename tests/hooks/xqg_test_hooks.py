@@ -194,11 +194,11 @@ class FailOnce:
 
         self.steps += 1
         ctx = ray.train.get_context()
-        rank, world = ctx.get_world_rank(), ctx.get_world_size()
-        exp, sentinel = RunDir(self.experiment_uri), f"fault_injected_step={self.steps}.json"
-        if self.steps == self.step and rank == world - 1 and not exp.exists(sentinel):
-            exp.write_json(sentinel, {"step": self.steps, "rank": rank, "pid": os.getpid(), "time": time.time()})
-            print(f"test hook: rank {rank} exits at step {self.steps}", file=sys.__stdout__, flush=True)
+        rank, last = ctx.get_world_rank(), ctx.get_world_size() - 1
+        exp, sentinel = RunDir(self.experiment_uri), f"fault_injected_step={self.step}.json"
+        if self.steps == self.step and rank == last and not exp.exists(sentinel):
+            exp.write_json(sentinel, {"step": self.step, "rank": rank, "pid": os.getpid(), "time": time.time()})
+            print(f"test hook: rank {rank} exits at step {self.step}", file=sys.__stdout__, flush=True)
             os._exit(17)
         return self.inner.compute_loss(model, batch, device)
 

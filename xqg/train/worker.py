@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from xqg.rundir import RunDir, filesystem_for
+from xqg.rundir import filesystem_for
 from xqg.train.checkpoints import checkpoint_name, latest_checkpoint, read_valid_state, write_state
 from xqg.train.metrics import MetricsLog, metrics_rel
 from xqg.train.order import epoch_order, local_indices, lr_factor, step_seed, steps_per_epoch
