@@ -251,6 +251,8 @@ def test_two_jobs_started_together_on_one_stage_one_works_the_other_stops(flock,
     winner = next(p for p in procs if p.returncode == 0)
     loser_err = next(err for p, (_, err) in zip(procs, outs) if p.returncode == 4)
     assert f"pid {winner.pid} on host {socket.gethostname()}" in loser_err, loser_err
+    if flock == "no":  # both confirmed their write by reading it back
+        assert all("leases there are confirmed by re-reading" in err for _, err in outs), outs
 
     lines = log.read_text().split()
     names, pids = lines[0::2], lines[1::2]
