@@ -82,11 +82,12 @@ def units_for(n: int, model: str) -> list[Any]:
 def measure(n: int) -> dict[str, Any]:
     """Run every step against a fresh server; requests by kind, per unit, and seconds for each."""
     control, s3_uri = _s3_server().control, _s3_server().s3_uri
+    import xqg.lease
     from xqg.layout import INGEST, corpus_unit, generated_dir
     from xqg.rundir import RunDir
     from xqg.runner import StageRunner
 
-    os.environ.setdefault("XQG_LEASE_SETTLE_S", "0.2")  # the lease's settle wait is not bookkeeping per unit
+    xqg.lease.SETTLE_S = 0.2  # the lease's settle wait is not bookkeeping per unit
     proc, endpoint = start_server()
     result: dict[str, Any] = {"units": n, "shards": (n + 6) // 7, "steps": {}}
     try:

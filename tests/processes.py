@@ -53,13 +53,13 @@ def start_job_on(
     Many kill tests share one cluster this way (the session's `ray_local`): the job's driver is killed, Ray
     reclaims the job's workers and actors, and the cluster serves the rerun without a new start.
     hold=(stage, n, file): the job stops for good right before marking its n-th unit of stage, after creating
-    file (xqg.runner's test hook), so the test kills it there: mid-stage, at a known point.
+    file (the `hold` test hook of tests/hooks), so the test kills it there: mid-stage, at a known point.
     """
-    from xqg.runner import HOLD_ENV, HOLD_FILE_ENV
+    from tests.hooks.xqg_test_hooks import env as hook_env
 
     env = {**os.environ, "RAY_ADDRESS": address, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
     if hold is not None:
-        env.update({HOLD_ENV: f"{hold[0]}:{hold[1]}", HOLD_FILE_ENV: str(hold[2])})
+        env.update(hook_env(hold=[hold[0], hold[1], str(hold[2])]))
     cmd = [sys.executable, str(REPO / "jobs" / script), *(["--config", str(config_path)] if config_path else []), *args]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
 

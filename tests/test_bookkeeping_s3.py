@@ -8,6 +8,7 @@ from __future__ import annotations
 import pyarrow.fs as pafs
 import pytest
 
+import xqg.lease
 from tests.s3_server import CountingS3Server
 from xqg.rundir import RunDir
 from xqg.runner import StageRunner, Unit
@@ -24,7 +25,7 @@ def s3():
 
 @pytest.fixture(autouse=True)
 def _fast_lease(monkeypatch):
-    monkeypatch.setenv("XQG_LEASE_SETTLE_S", "0.05")
+    monkeypatch.setattr(xqg.lease, "SETTLE_S", 0.05)
 
 
 def units(n: int, model: str) -> list[Unit]:

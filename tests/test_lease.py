@@ -17,23 +17,35 @@ from pathlib import Path
 
 import pytest
 
+import xqg.lease
 from xqg.lease import Lease, LeaseHeldError, LeaseLostError, read_lease
 from xqg.rundir import RunDir
 from xqg.runner import StageRunner, Unit
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Lease timings for these tests (HEARTBEAT_S, STALE_AFTER_S, SETTLE_S of xqg.lease), here and in the children.
+FAST = (0.3, 2.0, 0.5)
+
 # A job in a child process. `hold RUN NAME`: take a lease, say HELD, keep it until stdin closes.
-# `stage RUN N SLEEP LOG`: after a start signal, a StageRunner over N units, each appending "<unit> <pid>" to LOG.
+# `stage RUN N SLEEP LOG GO FLOCK`: after a start signal, a StageRunner over N units, each appending "<unit> <pid>"
+# to LOG; FLOCK "no": the run directory's filesystem has no flock (as on object stores: confirmed by re-reading).
 CHILD = r"""
-import os, sys, time
+import errno, fcntl, os, sys, time
 from pathlib import Path
+import xqg.lease
 from xqg.cli import run_job
 from xqg.lease import Lease
 from xqg.rundir import RunDir
 from xqg.runner import StageRunner, Unit
 
+xqg.lease.HEARTBEAT_S, xqg.lease.STALE_AFTER_S, xqg.lease.SETTLE_S = %r
 mode, uri = sys.argv[1], sys.argv[2]
+if mode == "stage" and sys.argv[7] == "no":
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    fcntl.flock = no_flock
 run = RunDir(uri)
 if mode == "hold":
     with Lease(run, sys.argv[3]):
@@ -60,14 +72,12 @@ else:
 
     # Through the jobs' own convention: its exit codes and its one-line errors.
     sys.exit(run_job("two jobs", stage, needs_ray=False, argv=["--set", f"run_dir={uri}"]))
-"""
-
-FAST = {"XQG_LEASE_HEARTBEAT_S": "0.3", "XQG_LEASE_STALE_S": "2", "XQG_LEASE_SETTLE_S": "0.5"}
+""" % (FAST,)
 
 
-def child(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
-    full = {**os.environ, **FAST, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen([sys.executable, "-c", CHILD, *args], env=full, cwd=REPO, text=True, **kw)
+def child(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", CHILD, *args], env=env, cwd=REPO, text=True, **kw)
 
 
 @pytest.fixture
@@ -87,8 +97,8 @@ def holder(tmp_path):
 
 @pytest.fixture
 def fast(monkeypatch):
-    for k, v in FAST.items():
-        monkeypatch.setenv(k, v)
+    for name, value in zip(("HEARTBEAT_S", "STALE_AFTER_S", "SETTLE_S"), FAST):
+        monkeypatch.setattr(xqg.lease, name, value)
 
 
 def test_a_second_job_of_a_held_stage_stops_naming_the_holder_or_waits_for_it(holder, fast):
@@ -216,14 +226,13 @@ def test_a_job_whose_lease_was_taken_over_stops_marking(fast, tmp_path):
     assert read_lease(run, "encode")["owner"] == "someone-else", "a lost lease is not removed at release"
 
 
-@pytest.mark.parametrize("protocol", ["local", "object"])
-def test_two_jobs_started_together_on_one_stage_one_works_the_other_stops(protocol, tmp_path):
-    """Two `jobs/generate.py --languages sw` at once. The object protocol (write, settle,
-    re-read) is the one used on object stores; here it runs on a local directory, shared by two processes."""
+@pytest.mark.parametrize("flock", ["yes", "no"])
+def test_two_jobs_started_together_on_one_stage_one_works_the_other_stops(flock, tmp_path):
+    """Two `jobs/generate.py --languages sw` at once. Without flock the lease falls back to the protocol of
+    object stores (write, settle, re-read); here it runs on a local directory, shared by two processes."""
     run = RunDir(str(tmp_path / "run"))
     log, go = tmp_path / "work.log", tmp_path / "go"
-    env = {"XQG_LEASE_PROTOCOL": protocol}
-    procs = [child("stage", run.uri, "20", "0.05", str(log), str(go), env=env,
+    procs = [child("stage", run.uri, "20", "0.05", str(log), str(go), flock,
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     try:
         deadline = time.monotonic() + 60
@@ -242,6 +251,8 @@ def test_two_jobs_started_together_on_one_stage_one_works_the_other_stops(protoc
     winner = next(p for p in procs if p.returncode == 0)
     loser_err = next(err for p, (_, err) in zip(procs, outs) if p.returncode == 4)
     assert f"pid {winner.pid} on host {socket.gethostname()}" in loser_err, loser_err
+    if flock == "no":  # both confirmed their write by reading it back
+        assert all("leases there are confirmed by re-reading" in err for _, err in outs), outs
 
     lines = log.read_text().split()
     names, pids = lines[0::2], lines[1::2]

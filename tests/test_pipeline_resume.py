@@ -1,8 +1,8 @@
 """Kill tests for fuse, index, search, evaluate and jobs/pipeline.py: each job is SIGKILLed mid-stage, rerun,
 and must leave exactly the files and markers of an uninterrupted run.
 
-The job is held at a known point by the runner's test hook (XQG_TEST_HOLD: right before it marks its n-th unit,
-that unit's output written), so the kill always lands mid-stage, never between stages or after the last unit.
+The job is held at a known point by a test hook (tests/hooks, `hold`: right before it marks its n-th unit, that
+unit's output written), so the kill always lands mid-stage, never between stages or after the last unit.
 Upstream is the ingested demo corpus (4 shards) with seeded random embeddings, as the encode stage lays them out;
 the jobs that use Ray connect to the session's cluster.
 """

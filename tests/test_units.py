@@ -7,7 +7,9 @@ import warnings
 
 import pytest
 
-from xqg.units import FAKE_GPU_ENV, Pool, actor_device, failed_manifest, make_pool, resolve_use_gpu
+import xqg.units
+from tests.hooks.xqg_test_hooks import fake_gpu
+from xqg.units import Pool, actor_device, failed_manifest, make_pool, resolve_use_gpu
 
 
 def test_use_gpu_auto_follows_the_cluster_true_is_kept_and_says_it_waits(ray_local, caplog):
@@ -94,12 +96,12 @@ def test_pool_arguments_are_not_deprecated_in_ray_data(ray_local):
 
 def test_a_cpu_actor_never_takes_cuda_and_a_gpu_actor_without_cuda_refuses(ray_local, monkeypatch):
     assert actor_device(False) == "cpu"
-    monkeypatch.delenv(FAKE_GPU_ENV, raising=False)
     with pytest.raises(RuntimeError, match="refusing to compute on the CPU"):
         actor_device(True)
-    monkeypatch.setenv(FAKE_GPU_ENV, "1")  # a fake GPU only counts where Ray gave this process one
+    monkeypatch.setattr(xqg.units, "actor_device", actor_device)  # restored after the test hook below
+    fake_gpu(xqg.units)  # the test clusters' fake GPU only counts where Ray gave this process one
     with pytest.raises(RuntimeError, match="refusing to compute on the CPU"):
-        actor_device(True)
+        xqg.units.actor_device(True)
 
 
 def test_a_failed_manifest_keeps_the_columns_zeroes_the_counts_and_names_the_reason():

@@ -259,7 +259,6 @@ class TrainQGConfig(Strict):
         "auto", description="GPU autocast; auto = bf16 where supported, else fp32 (mT5 overflows in fp16). CPU: fp32."
     )
     log_every_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
-    fail_at_step: int | None = Field(None, ge=1, description="Testing only: one worker process dies once at this step.")
 
     @model_validator(mode="after")
     def _one_eval_set(self) -> TrainQGConfig:
@@ -421,7 +420,6 @@ class TrainDRConfig(Strict):
         "auto", description="GPU autocast; auto = bf16 where supported, else fp16. CPU: fp32."
     )
     log_every_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
-    fail_at_step: int | None = Field(None, ge=1, description="Testing only: one worker process dies once at this step.")
 
 
 class SettingConfig(Strict):

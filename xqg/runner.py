@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import posixpath
 import threading
 import time
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from xqg.lease import LeaseHandle, LeaseLostError, hold
+from xqg.lease import Lease, LeaseLostError, hold
 from xqg.rundir import MARKERS, RunDir
 from xqg.summary import StageSummary
 
@@ -47,31 +46,6 @@ log = logging.getLogger(__name__)
 
 # Marker fields that say when or where a unit ran, not what it was made from.
 VOLATILE = frozenset({"finished_at", "seconds", "actor", "unit", "node", "device"})
-
-
-# Test-only: with XQG_TEST_HOLD="<stage>:<n>" a job stops for good right before it marks the n-th unit of that stage
-# (the unit's output written, its marker not), after creating the file XQG_TEST_HOLD_FILE, so a kill test kills it
-# mid-stage at a known point. Unset, as outside the kill tests, it costs one environment lookup per unit.
-HOLD_ENV, HOLD_FILE_ENV = "XQG_TEST_HOLD", "XQG_TEST_HOLD_FILE"
-_units_finishing: dict[str, int] = {}
-
-
-def _hold_for_kill_test(stage: str, unit: str) -> None:
-    spec = os.environ.get(HOLD_ENV)
-    if not spec:
-        return
-    held_stage, _, n = spec.rpartition(":")
-    if held_stage != stage:
-        return
-    _units_finishing[stage] = _units_finishing.get(stage, 0) + 1
-    if _units_finishing[stage] != int(n):
-        return
-    log.warning("%s=%s: holding before marking %s %s until killed", HOLD_ENV, spec, stage, unit)
-    if os.environ.get(HOLD_FILE_ENV):
-        with open(os.environ[HOLD_FILE_ENV], "w", encoding="utf-8") as f:
-            f.write(f"{stage} {unit}\n")
-    while True:
-        time.sleep(60)
 
 
 def fingerprint(obj: Any) -> str:
@@ -144,7 +118,7 @@ class StageRunner:
         self._markers: dict[str, dict[str, dict[str, Any]]] = {}
         self.lease_name: str | None = (stage if lease is True else lease) or None
         self.lease_wait_s = lease_wait_s
-        self._lease: LeaseHandle | None = None
+        self._lease: Lease | None = None
         self._lease_release: weakref.finalize | None = None
         self._planned: list[Unit] = []
         # What prepare() knows exists on an object store, from one listing per prefix (prefix -> {path or folder:
@@ -165,11 +139,11 @@ class StageRunner:
     def acquire(self) -> StageRunner:
         """Hold the stage's lease (see xqg.lease); LeaseHeldError names the job that holds it. Idempotent."""
         if self._lease is None and self.lease_name:
-            handle = hold(self.run, self.lease_name, wait_s=self.lease_wait_s)
-            self._lease = handle
-            # Released by close()/__exit__, else when this runner is collected or at exit (weakref.finalize runs
-            # atexit); the callback holds the handle, not the runner.
-            self._lease_release = weakref.finalize(self, handle.release)
+            lease = hold(self.run, self.lease_name, wait_s=self.lease_wait_s)
+            self._lease = lease
+            # Released (this runner's share, once) by close()/__exit__, else when this runner is collected or at
+            # exit (weakref.finalize runs atexit); the callback holds the lease, not the runner.
+            self._lease_release = weakref.finalize(self, lease.release)
         return self
 
     def release(self) -> None:
@@ -181,7 +155,7 @@ class StageRunner:
     @property
     def lease_lost(self) -> str | None:
         """Why, when another job took this runner's lease over (then no unit may be prepared or marked)."""
-        return None if self._lease is None or self._lease.released else self._lease.lease.lost
+        return None if self._lease is None else self._lease.lost
 
     def _own(self) -> None:
         """Before this runner reads or writes its own stage's units: hold the lease, and still own it."""
@@ -376,7 +350,6 @@ class StageRunner:
         if problems:
             self.fail(unit, "; ".join(problems))
             return False
-        _hold_for_kill_test(self.stage, unit.name)
         marker = self.run.mark_done(
             self.stage, unit.name, fingerprint=unit.fingerprint, inputs=unit.inputs, rows_in=rows_in,
             rows_out=rows_out, rejected=rejected, **{k: _plain(v) for k, v in info.items()},

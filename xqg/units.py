@@ -31,12 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Test clusters (ray.cluster_utils.AutoscalingCluster) advertise GPUs on nodes that have none. With this set to 1
-# in a node's environment, an actor that holds such a fake GPU computes on the CPU and says so in its manifest
-# (device "fake-gpu"); without it, an actor given a GPU that CUDA cannot see fails its unit instead.
-FAKE_GPU_ENV = "XQG_FAKE_GPU"
-FAKE_GPU_UNIT_SECONDS_ENV = "XQG_FAKE_GPU_UNIT_SECONDS"
-
 T = TypeVar("T")
 UseGpuSetting = Literal["auto", True, False] | bool | None
 
@@ -214,11 +208,8 @@ def make_pool(setting: UseGpuSetting, settings: ActorPoolSettings, pending: int,
 
 
 def actor_device(use_gpu: bool) -> str:
-    """An actor's torch device: cuda only when it was given a GPU (a CPU actor never touches one), else cpu.
-
-    Returns "fake-gpu" (compute on the CPU) only on test clusters whose nodes advertise GPUs they do not have
-    (XQG_FAKE_GPU=1); anywhere else a GPU actor without CUDA is an error, never a silent CPU run.
-    """
+    """An actor's torch device: cuda only when it was given a GPU (a CPU actor never touches one), else cpu; a GPU
+    actor without CUDA is an error, never a silent CPU run."""
     if not use_gpu:
         return "cpu"
     import torch
@@ -227,8 +218,6 @@ def actor_device(use_gpu: bool) -> str:
         return "cuda"
     import ray
 
-    if os.environ.get(FAKE_GPU_ENV) == "1" and ray.get_gpu_ids():
-        return "fake-gpu"
     raise RuntimeError(
         f"this actor was given GPU {ray.get_gpu_ids()} but CUDA is not available on node "
         f"{ray.get_runtime_context().get_node_id()[:12]} (CUDA torch/driver missing?): refusing to compute on the CPU"
@@ -251,29 +240,9 @@ START_ATTEMPTS, START_BACKOFF_S = 3, 2.0
 ACTOR_INIT_DEATHS = 16
 LEAVE_AFTER_S = 5.0  # how long an actor that could not start stays after failing a unit
 
-# Test-only: with XQG_TEST_BROKEN_START="<stage>:<file>" the first actor process of that stage to create <file>
-# raises at every start-up attempt (a model that does not load on one node); every other actor starts normally.
-BROKEN_START_ENV = "XQG_TEST_BROKEN_START"
-
 
 class ActorStartError(RuntimeError):
     """An actor could not start (its model did not load) after START_ATTEMPTS tries: its units fail with this."""
-
-
-def _broken_start_for_test(stage: str) -> None:
-    spec = os.environ.get(BROKEN_START_ENV)
-    if not spec or spec.partition(":")[0] != stage:
-        return
-    claim = spec.partition(":")[2]
-    try:
-        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-    except FileExistsError:
-        pass
-    with open(claim, encoding="utf-8") as f:
-        if f.read().strip() == str(os.getpid()):
-            raise RuntimeError(f"{BROKEN_START_ENV}: simulated start-up failure of this actor")
 
 
 def start_or_refusal(stage: str, load: Callable[[], T]) -> tuple[T | None, ActorStartError | None]:
@@ -282,7 +251,6 @@ def start_or_refusal(stage: str, load: Callable[[], T]) -> tuple[T | None, Actor
     delay, last = START_BACKOFF_S, None
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            _broken_start_for_test(stage)
             return load(), None
         except Exception as e:  # noqa: BLE001 - whatever stops a model loading must cost units, not the stage
             last = e
@@ -315,23 +283,6 @@ def refuse_unit(error: RuntimeError) -> NoReturn:
         # Later than the reply carrying this unit's failed manifest; os._exit: no cleanup to wait for.
         threading.Timer(LEAVE_AFTER_S, os._exit, args=(1,)).start()
     raise error
-
-
-def fake_gpu_pause(device: str, started: float) -> None:
-    """On a test cluster's fake GPU, stretch a unit to XQG_FAKE_GPU_UNIT_SECONDS (tiny units would otherwise all be
-    done by the first actor before the autoscaler's next node is up); a no-op on every real device."""
-    if device != "fake-gpu":
-        return
-    import time
-
-    rest = float(os.environ.get(FAKE_GPU_UNIT_SECONDS_ENV) or 0) - (time.perf_counter() - started)
-    if rest > 0:
-        time.sleep(rest)
-
-
-def torch_device(device: str) -> str:
-    """The torch device string for an actor_device() answer."""
-    return "cpu" if device == "fake-gpu" else device
 
 
 def where() -> dict[str, str]:

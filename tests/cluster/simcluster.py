@@ -18,6 +18,7 @@ from pathlib import Path
 from ray.cluster_utils import AutoscalingCluster
 
 from processes import REPO, kill_leftovers
+from tests.hooks.xqg_test_hooks import env as hook_env
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -53,23 +54,24 @@ class PrivateAutoscalingCluster(AutoscalingCluster):
             "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [], **config_kwargs,
         }
 
-    def env(self) -> dict[str, str]:
-        """Environment of the cluster's processes and of jobs sent to it."""
+    def env(self, **hooks: object) -> dict[str, str]:
+        """Environment of the cluster's processes and of jobs sent to it; hooks: test hooks (tests/hooks) over the
+        default one: an actor given a fake GPU computes on the CPU, says so, and takes 6 s a unit."""
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         # Ray turns token auth on by itself when ~/.ray/auth_token exists (left by any earlier Ray); this
         # throwaway cluster and its jobs must agree, so it is off for both.
-        env.update(RAY_AUTH_MODE="disabled", RAY_TMPDIR=self.temp_dir, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false",
-                   XQG_FAKE_GPU="1", XQG_FAKE_GPU_UNIT_SECONDS="6", OMP_NUM_THREADS="1")  # fake GPU nodes compute on the CPU, and say so
+        env.update(RAY_AUTH_MODE="disabled", RAY_TMPDIR=self.temp_dir, TOKENIZERS_PARALLELISM="false",
+                   OMP_NUM_THREADS="1", **hook_env(**{"fake_gpu_unit_s": 6, **hooks}))
         return env
 
-    def start(self, _system_config=None, override_env=None) -> None:
+    def start(self, _system_config=None, override_env=None, hooks: dict | None = None) -> None:
         config = Path(self.temp_dir) / "autoscaling.json"
         config.write_text(json.dumps(self._config))
         head = dict(self._head_resources)
         cmd = [RAY, "start", "--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
                f"--autoscaling-config={config}", f"--num-cpus={head.pop('CPU', 1)}", f"--num-gpus={head.pop('GPU', 0)}",
                "--include-dashboard=false", "--object-store-memory=200000000"]
-        env = self.env()
+        env = self.env(**(hooks or {}))
         env.update({"AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1", **(override_env or {})})
         # Ray 2.60's raylet aborts when its dashboard agent has not written its port file within 15 s (hard-coded):
         # on a loaded machine that happens; start again.

@@ -87,8 +87,8 @@ def cluster(ray_local, s3, tmp_path_factory):
     c.broken_claim = claim
     try:
         # Units of 1 s on a fake GPU (so several actors share the work and a node dies mid-unit); the first generate
-        # actor process of the cluster fails its start-up (xqg.units' test hook), every later one starts.
-        c.start(override_env={"XQG_FAKE_GPU_UNIT_SECONDS": "1", "XQG_TEST_BROKEN_START": f"generate:{claim}"})
+        # actor process of the cluster fails its start-up (the broken_start test hook), every later one starts.
+        c.start(hooks={"fake_gpu_unit_s": 1, "broken_start": ["generate", str(claim)]})
         yield c
     finally:
         c.shutdown()

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from tests.hooks.xqg_test_hooks import training_fails_once_at
 from xqg.config import load_config
 from xqg.rundir import RunDir, shard_name
 from xqg.train.dr import STAGE, prepare_dr_data, run_train_dr, xqg_pair_examples
@@ -31,10 +32,11 @@ def dr_run(ray_local, tiny_bert_dir: str, demo_train_file: Path, tmp_path_factor
         f"run_dir={run_dir}", f"train_dr.model={tiny_bert_dir}", f"train_dr.train_files=[{demo_train_file}]",
         "train_dr.batch_size=16", "train_dr.epochs=6", "train_dr.lr=0.005",
         "train_dr.checkpoint_every_steps=4", "train_dr.log_every_steps=2",
-        f"train_dr.fail_at_step={FAIL_AT}", "train_dr.max_failures=1", "p_max_len=64",
+        "train_dr.max_failures=1", "p_max_len=64",
     ])
     start = time.perf_counter()
-    summary = run_train_dr(config)
+    with training_fails_once_at(FAIL_AT):
+        summary = run_train_dr(config)
     return config, summary, time.perf_counter() - start
 
 

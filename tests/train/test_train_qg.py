@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tests.hooks.xqg_test_hooks import training_fails_once_at
 from xqg.config import ConfigError, load_config
 from xqg.rundir import RunDir
 from xqg.train.data import held_out_indices
@@ -176,9 +177,10 @@ def best_run(ray_local, tiny_mt5_dir: str, demo_train_file: Path, tmp_path_facto
         f"run_dir={root / 'run'}", f"train_qg.model={tiny_mt5_dir}", f"train_qg.train_files=[{train}]",
         f"train_qg.eval_files=[{dev}]", "train_qg.batch_size=8", "train_qg.max_steps=4", "train_qg.lr=1.0",
         "train_qg.max_input_len=64", "train_qg.max_target_len=24", "train_qg.checkpoint_every_steps=1",
-        "train_qg.log_every_steps=1", "train_qg.fail_at_step=3",
+        "train_qg.log_every_steps=1",
     ])
-    return config, run_train_qg(config), n_qas
+    with training_fails_once_at(3):
+        return config, run_train_qg(config), n_qas
 
 
 @pytest.mark.slow

@@ -16,16 +16,7 @@ from xqg.encode.vectors import vector_column
 from xqg.models.encoder import Encoder, chunks, tokenize_passages, tokenize_queries
 from xqg.layout import ENCODE, GENERATED, PART, PASSAGES, QUERIES, corpus_dir, embeddings_dir, generated_dir, query_set_dir
 from xqg.rundir import RunDir
-from xqg.units import (
-    NEXT_PREFIX,
-    actor_device_or_refusal,
-    failed_manifest,
-    fake_gpu_pause,
-    refuse_unit,
-    start_or_refusal,
-    torch_device,
-    where,
-)
+from xqg.units import NEXT_PREFIX, actor_device_or_refusal, failed_manifest, refuse_unit, start_or_refusal, where
 
 STAGE = ENCODE
 
@@ -82,7 +73,7 @@ class EncodeActor:
 
             self._encoders[path] = Encoder(
                 localize(path, self.run), self.spec.pooling, self.spec.dtype, self.spec.trust_remote_code,
-                device=torch_device(self.device), threads=self.threads,
+                device=self.device, threads=self.threads,
             )
         return self._encoders[path]
 
@@ -111,7 +102,6 @@ class EncodeActor:
         except Exception as e:  # noqa: BLE001 - one bad unit fails alone; the driver names it in the summary
             blank = {"rows_in": 0, "rows_out": 0, "rejected": 0, "items": 0, "dim": 0}
             return failed_manifest(unit, e, {**head, **blank, **tail})
-        fake_gpu_pause(self.device, start)
         return {**head, "seconds": time.perf_counter() - start, **info, **tail}
 
     # ---- targets ---------------------------------------------------------------------

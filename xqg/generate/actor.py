@@ -14,9 +14,7 @@ from xqg.generate.backends import SamplingSettings, backend_class
 from xqg.generate.unit import generate_unit
 from xqg.layout import GENERATE, PART, corpus_dir, generated_dir, generated_unit
 from xqg.rundir import RunDir
-from xqg.units import (
-    actor_device_or_refusal, failed_manifest, fake_gpu_pause, refuse_unit, start_or_refusal, torch_device, where,
-)
+from xqg.units import actor_device_or_refusal, failed_manifest, refuse_unit, start_or_refusal, where
 
 STAGE = GENERATE
 PROGRESS_EVERY_S = 30.0  # a unit (a shard of a large corpus) can take an hour: say how far it got
@@ -57,7 +55,7 @@ class GenerateActor:
             # "run:" refs (a non-local run) become this node's local copies before anything loads them.
             local = cls.localize_kwargs(prepared, self.run)
             return cls(
-                localize(model_path, self.run), SamplingSettings(**sampling), device=torch_device(self.device),
+                localize(model_path, self.run), SamplingSettings(**sampling), device=self.device,
                 compute_type=compute_type, trust_remote_code=trust_remote_code, threads=threads, **local,
             )
 
@@ -67,7 +65,6 @@ class GenerateActor:
         """Generate one unit, replacing any partial output of an earlier try; return its manifest."""
         if self.unusable is not None:
             refuse_unit(self.unusable)
-        started = time.perf_counter()
         unit = generated_unit(lang, shard)
         # Which node works on which unit, in the driver's log (Ray forwards it): a lost node's units can be named.
         print(f"xqg: generate {unit} started on node {self.where['node']} by actor {self.where['actor']}", flush=True)
@@ -80,7 +77,6 @@ class GenerateActor:
         )
         self.run.write_table(posixpath.join(out_dir, PART), res.table)
         rejected = self.run.write_rejects(STAGE, unit, res.rejects)
-        fake_gpu_pause(self.device, started)
         return {
             "unit": unit, "lang": lang, "shard": shard, "rows_in": res.rows_in, "rows_out": res.table.num_rows,
             "rejected": rejected, "queries": res.table.num_rows * self.backend.sampling.num_queries,

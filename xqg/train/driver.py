@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # Settings that change how a training runs, not the model it ends with (files count by content instead).
 RUN_ONLY = frozenset({
     "model", "train_files", "eval_files", "num_workers", "use_gpu", "checkpoint_every_steps", "max_failures",
-    "log_every_steps", "fail_at_step",
+    "log_every_steps",
 })
 
 
@@ -255,7 +255,7 @@ def run_training(config: Config, spec: TrainingSpec) -> StageSummary:
         stage=spec.stage, name=spec.name, run_uri=run.worker_uri, experiment_uri=exp, epochs=cfg.epochs,
         global_batch=cfg.batch_size, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed,
         checkpoint_every_steps=cfg.checkpoint_every_steps, log_every_steps=cfg.log_every_steps,
-        precision=cfg.precision, fp16_ok=spec.fp16_ok, fail_at_step=cfg.fail_at_step,
+        precision=cfg.precision, fp16_ok=spec.fp16_ok,
         max_steps=getattr(cfg, "max_steps", None),
     )
     task_args = {

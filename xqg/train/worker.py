@@ -20,9 +20,7 @@ the model. This module owns everything else:
   <storage>/<name>/checkpoint_manager_snapshot.json on a rerun with the same RunConfig(storage_path, name), and
   hands the latest one to restarted workers after a worker failure) and a scan of the step=* folders (covers a
   driver killed between a checkpoint upload and Ray's snapshot write);
-- the metrics log (xqg.train.metrics), written by rank 0 (an "eval" line per evaluation);
-- fault injection for tests (`fail_at_step`): the last rank hard-exits (os._exit) once at that step; a sentinel
-  file in the experiment folder keeps the retry from failing again.
+- the metrics log (xqg.train.metrics), written by rank 0 (an "eval" line per evaluation).
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from xqg.rundir import RunDir, filesystem_for
+from xqg.rundir import filesystem_for
 from xqg.train.checkpoints import checkpoint_name, latest_checkpoint, read_valid_state, write_state
 from xqg.train.metrics import MetricsLog, metrics_rel
 from xqg.train.order import epoch_order, local_indices, lr_factor, step_seed, steps_per_epoch
@@ -68,7 +66,6 @@ class LoopSettings:
     log_every_steps: int
     precision: str = "auto"
     fp16_ok: bool = True
-    fail_at_step: int | None = None
     weight_decay: float = 0.0
     max_steps: int | None = None
     driver_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -197,19 +194,6 @@ def _say(message: str) -> None:
     """A progress line on the worker's real stdout (Ray forwards it to the driver once; Train's patched
     print would tee it to a logger as well and show it twice)."""
     print(message, file=sys.__stdout__, flush=True)
-
-
-def _inject_fault(s: LoopSettings, step: int, rank: int, world: int) -> None:
-    """Testing hook: the last rank dies (a real process exit) once when it reaches fail_at_step."""
-    if s.fail_at_step is None or step != s.fail_at_step or rank != world - 1:
-        return
-    exp = RunDir(s.experiment_uri)
-    sentinel = f"fault_injected_step={step}.json"
-    if exp.exists(sentinel):
-        return
-    exp.write_json(sentinel, {"step": step, "rank": rank, "pid": os.getpid(), "time": time.time()})
-    _say(f"[{s.stage}] fail_at_step={step}: rank {rank} exits now (fault injection)")
-    os._exit(17)
 
 
 @dataclass
@@ -355,7 +339,6 @@ class TrainLoop:
             self.opt.step()
         self.sched.step()
         self.pos.global_step += 1
-        _inject_fault(self.s, self.pos.global_step, self.rank, self.world)
         return _mean_over_ranks(float(value), self.device)
 
     def evaluate(self, step: int, epoch: int) -> float:
