@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers.paths import REPO
 
 
 def test_gpu_benchmark_dry_run_reports_every_part(tmp_path: Path) -> None:

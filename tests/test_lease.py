@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import REPO
 from xqg.lease import Lease, LeaseHeldError, LeaseLostError, read_lease
 from xqg.rundir import RunDir
 from xqg.runner import StageRunner, Unit
 
-REPO = Path(__file__).resolve().parent.parent
 
 # A job in a child process. `hold RUN NAME`: take a lease, say HELD, keep it until stdin closes.
 # `stage RUN N SLEEP LOG`: after a start signal, a StageRunner over N units, each appending "<unit> <pid>" to LOG.
