@@ -1,6 +1,6 @@
 """The generate actor counts the rows of the file it wrote, and the runner marks a unit only when that count is
-the number of rows the unit reports: a writer that loses rows leaves the unit unmarked. No Ray: the actor's
-class runs in this process, as test_ct2_convert.py does."""
+the number of rows the unit reports: a writer that loses rows leaves the unit unmarked. The actor's class runs in
+this process (connected to the session's Ray: it records the node it runs on)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def manifest(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_generated_unit_whose_file_holds_fewer_rows_than_reported_stays_unmarked(
-    tiny_mt5_dir: str, make_corpus_run, demo_passage_rows: list[dict], monkeypatch: pytest.MonkeyPatch
+    ray_local, tiny_mt5_dir: str, make_corpus_run, demo_passage_rows: list[dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = make_corpus_run(demo_passage_rows[:PASSAGES], num_shards=1)
     sampling = SamplingSettings(num_queries=1, max_new_tokens=4, max_input_len=32)

@@ -103,7 +103,14 @@ def stop_and_save(config: dict[str, Any]) -> None:
     })
 
 
-def test_a_resumed_training_restores_the_schedule_and_the_optimizer(tmp_path: Path) -> None:
+def test_a_resumed_training_restores_the_schedule_and_the_optimizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray.train.v2._internal.execution import train_fn_utils
+
+    # Local mode leaves its session set in this process (Ray Data would take the driver for a training worker):
+    # back to none after the test.
+    monkeypatch.setattr(train_fn_utils, "_train_fn_utils", None)
     fit_locally(train_worker, loop_config(tmp_path / "whole"))
     whole = steps(tmp_path / "whole")
     assert [s for s, _, _ in whole] == list(range(1, EPOCHS * N // BATCH + 1))
