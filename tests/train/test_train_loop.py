@@ -80,10 +80,15 @@ def fit_locally(fn: Any, config: dict[str, Any]) -> None:
     TorchTrainer(fn, train_loop_config=config, scaling_config=ray.train.ScalingConfig(num_workers=0)).fit()
 
 
+def metrics(root: Path, event: str) -> list[dict[str, Any]]:
+    """The metrics log's lines of one event."""
+    rows = [json.loads(line) for line in (root / "run" / "metrics" / "train_test.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["event"] == event]
+
+
 def steps(root: Path) -> list[tuple[int, float, float]]:
     """(step, loss, learning rate) of every step line of the metrics log."""
-    rows = [json.loads(line) for line in (root / "run" / "metrics" / "train_test.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["lr"]) for r in rows if r["event"] == "step"]
+    return [(r["step"], r["loss"], r["lr"]) for r in metrics(root, "step")]
 
 
 def stop_and_save(config: dict[str, Any]) -> None:
@@ -120,6 +125,7 @@ def test_a_resumed_training_restores_the_schedule_and_the_optimizer(
     cut = tmp_path / "cut"
     fit_locally(stop_and_save, loop_config(cut, stop_at=STOP + 1))
     fit_locally(train_worker, loop_config(cut))  # a fresh loop: it finds the checkpoint and resumes there
+    assert [r["step"] for r in metrics(cut, "start")] == [0, STOP]
     resumed = steps(cut)
     assert [s for s, _, _ in resumed] == [s for s, _, _ in whole]
     for (step, loss, lr), (_, want_loss, want_lr) in zip(resumed, whole):
