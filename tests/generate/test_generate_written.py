@@ -35,9 +35,14 @@ def test_a_generated_unit_whose_file_holds_fewer_rows_than_reported_stays_unmark
     runner = StageRunner(run, "generate")
 
     real_write = RunDir.write_table
-    monkeypatch.setattr(RunDir, "write_table", lambda self, rel, table, *a, **kw: real_write(self, rel, table.slice(1), *a, **kw))
-    lossy = actor.process("ar", 0)  # a writer that drops the first row
-    assert lossy["rows_out"] > 0 and lossy["written"] == lossy["rows_out"] - 1 == run.count_rows(generated_dir("ar", 0))
+
+    def dropping_the_first_row(self: RunDir, rel: str, table: Any, *args: Any, **kwargs: Any) -> Any:
+        return real_write(self, rel, table.slice(1), *args, **kwargs)
+
+    monkeypatch.setattr(RunDir, "write_table", dropping_the_first_row)
+    lossy = actor.process("ar", 0)
+    assert lossy["rows_out"] > 0
+    assert lossy["written"] == lossy["rows_out"] - 1 == run.count_rows(generated_dir("ar", 0))
     assert not runner.take(unit, manifest(lossy))
     assert run.done_units("generate") == set()
     assert f"{lossy['written']} rows written, {lossy['rows_out']} reported" in " ".join(runner.failed)
