@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "data" / "demo"
+from helpers.paths import DEMO, REPO, demo_texts
+
 SHARED_DATA = REPO.parent / "shared" / "data"  # the real data sets sit beside the checkout: <repo>/../shared/data
 # Set to 1 only on a machine that has no ../shared/data: its tests then skip. Otherwise a missing folder fails them.
 NO_SHARED_DATA = "XQG_NO_SHARED_DATA"
@@ -22,14 +22,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # process less per training; no test preempts a node). Jobs started by tests inherit both.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-
-
-def demo_texts() -> list[str]:
-    """Every passage, title and question of the bundled demo data (tokenizer training text)."""
-    from xqg.models.resolve import read_text_files
-
-    files = [str(DEMO / n) for n in ("passages.jsonl", "train.jsonl", "dev.jsonl")]
-    return list(read_text_files([f for f in files if Path(f).exists()]))
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers.paths import REPO
 
 
 def test_gpu_benchmark_dry_run_reports_every_part(tmp_path: Path) -> None:
     """`benchmarks/gpu.py --device cpu --tiny` writes gpu.json with rows for generate, encode and faiss."""
     out = tmp_path / "gpu"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    # Its own process: the encode part starts (and shuts down) a local Ray of its own.
+    # Its own process, as a user runs it (a dry run starts no Ray: its encode part runs the bare loop).
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--tiny",
                            "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import DEMO_CONFIG, REPO
 from xqg.config import ConfigError, load_config
 from xqg.pipeline import select_steps
 from xqg.stages import stage_names
 
 STAGES = stage_names()
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _job(*args: str) -> subprocess.CompletedProcess:
@@ -143,10 +142,10 @@ def test_the_installed_script_shows_a_stage_help() -> None:
 def test_xqg_runs_a_stage_as_its_job_script_does(tmp_path: Path) -> None:
     # ingest needs no Ray: the console script end to end, from arguments to the stage's summary and exit 0
     run_dir = tmp_path / "run"
-    out = _run_xqg("ingest", "--config", str(REPO / "configs" / "demo.yaml"), "--set", f"run_dir={run_dir}")
+    out = _run_xqg("ingest", "--config", str(DEMO_CONFIG), "--set", f"run_dir={run_dir}")
     assert out.returncode == 0, out.stderr
     assert "ingest" in out.stdout and "rows in" in out.stdout
-    shards = load_config(REPO / "configs" / "demo.yaml").corpus.num_shards
+    shards = load_config(DEMO_CONFIG).corpus.num_shards
     assert sorted(p.name for p in (run_dir / "corpus").iterdir()) == [f"shard={i:05d}" for i in range(shards)]
 
 

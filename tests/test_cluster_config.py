@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers.paths import REPO
+
 SETUP = REPO / "cluster" / "setup_node.sh"
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import REPO
 from xqg.config import ConfigError, ScratchModel, load_config
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_match_the_paper() -> None:

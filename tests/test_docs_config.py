@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from pydantic import BaseModel
 
+from helpers.paths import REPO
 from xqg.config import Config
 from xqg.docs_config import COMMAND, options, render, sections
 
-REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "configuration.md"
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "driver_memory.py"
+from helpers.paths import REPO
+
+BENCH = REPO / "benchmarks" / "driver_memory.py"
 # Growth of the driver's peak from 10k to 100k passages (dim 128) that still counts as noise. Ingest runs with
 # its buffers (read block, spool, row group) at 1 MiB instead of 16 MiB, so that 10k passages (~6 MB, two
 # shards) fill them as a large corpus fills the real ones: what is measured is that nothing else grows with

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import DEMO_CONFIG, REPO
 from xqg.config import Config, ConfigError, load_config
 
-REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ["xor_tydi_mbert", "xor_tydi_xlmr", "xor_tydi_zero_shot"]
 
 
@@ -61,7 +61,7 @@ def test_float16_with_a_t5_family_generator_is_a_config_error(backend: str, comp
 
 def test_float16_with_a_scratch_mt5_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="T5-family generator mt5: mT5/T5 activations overflow float16"):
-        load_config(REPO / "configs" / "demo.yaml", ["generate.compute_type=float16"])
+        load_config(DEMO_CONFIG, ["generate.compute_type=float16"])
 
 
 @pytest.mark.parametrize("backend", ["ctranslate2", "hf", "vllm"])

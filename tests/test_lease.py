@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 import xqg.lease
+from helpers.paths import REPO
 from xqg.lease import Lease, LeaseHeldError, LeaseLostError, read_lease
 from xqg.rundir import RunDir
 from xqg.runner import StageRunner, Unit
 
-REPO = Path(__file__).resolve().parent.parent
 
 # Lease timings for these tests (HEARTBEAT_S, STALE_AFTER_S, SETTLE_S of xqg.lease), here and in the children.
 FAST = (0.3, 2.0, 0.5)

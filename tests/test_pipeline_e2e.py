@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers.paths import REPO
+
 RAY = str(Path(sys.executable).with_name("ray"))
 LANGS = ["ar", "bn", "fi", "ja", "ko", "ru", "te"]
 N_PASSAGES = 48  # those of 4 dev and 1 held-out question per language, and others; 100 training pairs

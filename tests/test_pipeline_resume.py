@@ -18,12 +18,13 @@ import pyarrow as pa
 import pytest
 
 from processes import kill_job, start_job_on, wait_for, wait_until_cluster_idle
-from xqg.config import Config, load_config
+from helpers.configs import demo_config, demo_subset
+from helpers.paths import DEMO_CONFIG
+from xqg.config import Config
 from xqg.encode.vectors import vector_column
 from xqg.rundir import RunDir, shard_name
 from xqg.runner import VOLATILE
 
-REPO = Path(__file__).resolve().parent.parent
 LANGS, DIM = ["ar", "fi"], 16
 DOWNSTREAM = ["fuse", "index", "search", "evaluate"]
 OUTPUTS = {"fuse": "fused", "index": "index", "search": "runs", "evaluate": "reports"}
@@ -37,24 +38,15 @@ KILLS = {
 }
 
 
-DEMO = REPO / "configs" / "demo.yaml"
-
-
 def overrides(run_dir: Path) -> list[str]:
     # The demo's first 240 passages and its dev questions, one bi-encoder setting: small, every stage still sharded.
-    corpus = run_dir.parent / "passages-240.jsonl"
-    if not corpus.exists():
-        lines = (REPO / "data" / "demo" / "passages.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
-        corpus.write_text("".join(lines[:240]), encoding="utf-8")
-    dev = REPO / "data" / "demo" / "dev.jsonl"
-    return [f"run_dir={run_dir}", f"languages=[{', '.join(LANGS)}]", f"corpus.path={corpus}", "settings=[]",
-    "tune.query_set=",  # no held-out set here: no tune stage
-            f"queries=[{{name: dev, path: '{dev}', format: xor_tydi}}]",
+    return [f"run_dir={run_dir}", f"languages=[{', '.join(LANGS)}]",
+            *demo_subset(run_dir.parent / "demo-240", 240, dev_on_subset=False),
             "index.shard_size=50", "search.depth=20", "evaluate.permutations=200"]
 
 
 def config_for(run_dir: Path) -> Config:
-    return load_config(DEMO, overrides(run_dir))
+    return demo_config(run_dir, *overrides(run_dir)[1:])
 
 
 def write_embeddings(run: RunDir) -> None:
@@ -140,7 +132,7 @@ def test_job_killed_mid_stage_reruns_to_the_uninterrupted_result(
     config = config_for(run_dir)
     hold_file, log = tmp_path / "held", tmp_path / "killed.log"
     args = [a for o in overrides(run_dir) for a in ("--set", o)] + (["--from", "fuse"] if job == "pipeline" else [])
-    proc = start_job_on(ray_address, script, DEMO, log, *args, hold=(held, n, hold_file))
+    proc = start_job_on(ray_address, script, DEMO_CONFIG, log, *args, hold=(held, n, hold_file))
     try:
         wait_for(hold_file.exists, proc, log, f"the hold before marking unit {n} of {held}")
     finally:

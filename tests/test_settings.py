@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from helpers.paths import DEMO_CONFIG
 from xqg import layout
 from xqg.config import ConfigError, load_config
 from xqg.pipeline import setting_configs
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def test_a_setting_names_its_own_model_embeddings_indexes_and_report() -> None:
-    config = load_config(REPO / "configs" / "demo.yaml")
+    config = load_config(DEMO_CONFIG)
     main, zero_shot, zero_shot_xqg = setting_configs(config)
     assert zero_shot.setting == "zero_shot" and zero_shot.train_dr.languages == ["en"]
     assert main.setting is None and main.train_dr.languages is None
@@ -51,4 +48,4 @@ def test_a_setting_names_its_own_model_embeddings_indexes_and_report() -> None:
 ])
 def test_bad_settings_are_config_errors(overrides: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
-        load_config(REPO / "configs" / "demo.yaml", overrides)
+        load_config(DEMO_CONFIG, overrides)

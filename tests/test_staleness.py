@@ -11,38 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from xqg.config import Config, load_config
+from helpers.configs import demo_config, demo_subset
+from xqg.config import Config
 from xqg.rundir import RunDir, shard_name
 
-REPO = Path(__file__).resolve().parent.parent
 SHARDS, LANGS, INDEX_SHARD = 4, ["ar", "fi"], 50
 
 pytestmark = pytest.mark.slow
 
 
-def demo_subset(folder: Path, n: int = 240) -> tuple[Path, Path]:
-    """The first n demo passages and the dev questions on them (the demo corpus is 2,000 passages)."""
-    import json
-
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = (REPO / "data/demo/passages.jsonl").read_text(encoding="utf-8").splitlines()[:n]
-    docids = {json.loads(line)["docid"] for line in lines}
-    dev = [line for line in (REPO / "data/demo/dev.jsonl").read_text(encoding="utf-8").splitlines()
-           if json.loads(line)["docid"] in docids]
-    (folder / "passages.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (folder / "dev.jsonl").write_text("\n".join(dev) + "\n", encoding="utf-8")
-    return folder / "passages.jsonl", folder / "dev.jsonl"
-
-
 def config_for(run_dir: Path, mt5: str, bert: str, *overrides: str) -> Config:
-    passages, dev = demo_subset(Path(run_dir).parent / "demo-subset")
-    return load_config(REPO / "configs" / "demo.yaml", [
-        f"corpus.path={passages}", f"queries=[{{name: dev, path: '{dev}', format: xor_tydi}}]", "settings=[]",
-        "tune.query_set=",  # no held-out set here: no tune stage
-        f"run_dir={run_dir}", f"languages=[{', '.join(LANGS)}]", f"generate.model={mt5}", "generate.num_queries=2",
-        "generate.max_new_tokens=6", f"encode.model={bert}", f"index.shard_size={INDEX_SHARD}",
-        "evaluate.permutations=200", *overrides,
-    ])
+    return demo_config(run_dir, *demo_subset(Path(run_dir).parent / "demo-subset", 240, dev_on_subset=True),
+                       f"languages=[{', '.join(LANGS)}]", f"generate.model={mt5}", "generate.num_queries=2",
+                       "generate.max_new_tokens=6", f"encode.model={bert}", f"index.shard_size={INDEX_SHARD}",
+                       "evaluate.permutations=200", *overrides)
 
 
 def work(summaries) -> dict[str, tuple[int, int]]:
@@ -74,7 +56,7 @@ def files(root: Path, *folders: str) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def other_bert(tmp_path_factory) -> str:
     """A second tiny bi-encoder: same architecture and tokenizer text, other weights (a 'retrained' models/dr)."""
-    from tests.conftest import demo_texts
+    from helpers.paths import demo_texts
     from xqg.config import ScratchModel
     from xqg.models.tiny import build_scratch
 

@@ -20,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from xqg.config import Config, load_config
+from helpers.configs import demo_config
+from helpers.paths import DEMO
+from xqg.config import Config
 from xqg.encode.stage import run_encode
 from xqg.encode.vectors import vector_matrix
 from xqg.evaluate.stage import run_evaluate
@@ -32,8 +34,6 @@ from xqg.rundir import RunDir
 from xqg.search.stage import run_search
 from xqg.summary import StageSummary
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "data" / "demo"
 N_PASSAGES, SHARDS, ALPHA, OTHERS = 160, 2, 0.1, 3
 # float16 keeps 11 significant bits: a stored value is within 2^-11 of itself relatively, so a score q.e moves by
 # at most |q| |e| 2^-11 (Cauchy-Schwarz); two hits whose order differs between the runs must lie that close.
@@ -73,8 +73,8 @@ def runs(ray_local, tiny_bert_dir, tmp_path_factory) -> dict[str, Any]:
         by_lang[q["lang"]].append(q["question"])
 
     def config(run_dir: Path, dtype: str) -> Config:
-        return load_config(REPO / "configs" / "demo.yaml", [
-            f"run_dir={run_dir}", f"corpus.path={_write(root / 'passages.jsonl', passages)}",
+        return demo_config(run_dir, *[
+            f"corpus.path={_write(root / 'passages.jsonl', passages)}",
             f"corpus.num_shards={SHARDS}", f"queries=[{{name: dev, path: '{_write(root / 'q.jsonl', questions)}'}}]",
             "settings=[]", f"encode.model={tiny_bert_dir}", f"fuse.alpha={ALPHA}", "evaluate.permutations=200",
             "tune.query_set=",  # no held-out set here: no tune stage

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tests.conftest import REPO
+from helpers.paths import DEMO
 from tests.encode.encode_helpers import install_dr
 from xqg.rundir import RunDir, shard_name
 
@@ -50,7 +50,7 @@ def ask_run(tmp_path_factory, ray_local, tiny_bert_dir, make_corpus_run, demo_pa
     from xqg.fuse import run_fuse
     from xqg.index.stage import run_index
 
-    dev = [json.loads(line) for line in (REPO / "data/demo/dev.jsonl").read_text(encoding="utf-8").splitlines()]
+    dev = [json.loads(line) for line in (DEMO / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
     questions = [q for lang in LANGS for q in [d for d in dev if d["lang"] == lang][:PER_LANG]]
     by_id = {r["docid"]: r for r in demo_passage_rows}
     gold_ids = {q["docid"] for q in questions}

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from helpers.paths import DEMO
 from xqg.demo.data import DEV_LANGS, TRAIN_LANGS, make_demo_data, make_passages
 from xqg.train.readers import TrainExample, read_training_file
 
 FILES = ("passages.jsonl", "dev.jsonl", "heldout.jsonl", "train.jsonl", "train_qg.json", "README.md")
-COMMITTED = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -160,7 +160,7 @@ def test_names_unique_to_passage(demo: Path) -> None:
 
 def test_committed_data_matches_generator(demo: Path) -> None:
     for name in FILES:
-        committed = COMMITTED / name
+        committed = DEMO / name
         assert committed.exists(), f"{committed} missing: run python -m xqg.demo.data --out data/demo"
         assert committed.read_bytes() == (demo / name).read_bytes(), (
             f"data/demo/{name} drifted from the generator: run python -m xqg.demo.data --out data/demo"

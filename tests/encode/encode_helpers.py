@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from helpers.paths import DEMO
 from xqg.rundir import RunDir, shard_name
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def direct_encode(model_dir: str, texts: list[str], pairs: list[str] | None, max_len: int, pooling: str) -> np.ndarray:
@@ -34,7 +32,7 @@ def direct_encode(model_dir: str, texts: list[str], pairs: list[str] | None, max
 
 def dev_questions(n: int) -> list[dict]:
     """The first n demo dev questions (several scripts)."""
-    with (REPO / "data" / "demo" / "dev.jsonl").open(encoding="utf-8") as f:
+    with (DEMO / "dev.jsonl").open(encoding="utf-8") as f:
         return [json.loads(line) for line, _ in zip(f, range(n))]
 
 

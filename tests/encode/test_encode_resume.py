@@ -15,7 +15,6 @@ from xqg.encode.stage import run_encode
 from xqg.encode.vectors import vector_matrix
 from xqg.rundir import RunDir
 
-REPO = Path(__file__).resolve().parents[2]
 LANGS = ["ar", "bn"]
 SHARDS = 6
 UNITS = SHARDS + len(LANGS) * SHARDS + 1

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from xqg.config import load_config
+from helpers.configs import demo_config
+from helpers.paths import DEMO
 from xqg.evaluate.stage import run_evaluate
 from xqg.ingest.stage import run_ingest
 from xqg.rundir import RunDir
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _write_run(path: Path, ranked: dict[str, list[str]]) -> None:
@@ -26,12 +25,11 @@ def _write_run(path: Path, ranked: dict[str, list[str]]) -> None:
 
 @pytest.fixture
 def scored_run(tmp_path: Path):
-    config = load_config(REPO / "configs" / "demo.yaml",
-                         [f"run_dir={tmp_path / 'run'}", "evaluate.permutations=1000", "settings=[]", "tune.query_set="])
+    config = demo_config(tmp_path / "run", "evaluate.permutations=1000", "settings=[]", "tune.query_set=")
     run_ingest(config)
-    dev = [json.loads(line) for line in (REPO / "data/demo/dev.jsonl").read_text(encoding="utf-8").splitlines()]
+    dev = [json.loads(line) for line in (DEMO / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
     passages = {
-        p["docid"]: p for p in map(json.loads, (REPO / "data/demo/passages.jsonl").read_text(encoding="utf-8").splitlines())
+        p["docid"]: p for p in map(json.loads, (DEMO / "passages.jsonl").read_text(encoding="utf-8").splitlines())
     }
     wrong = {q["id"]: next(d for d in sorted(passages) if q["answers"][0] not in passages[d]["text"]) for q in dev}
     # baseline: the gold passage for the first 10 questions of each language only; +xQG: gold for all

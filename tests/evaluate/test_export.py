@@ -12,7 +12,8 @@ from statistics import mean
 
 import pytest
 
-from xqg.config import load_config
+from helpers.configs import demo_config
+from helpers.paths import DEMO, REPO
 from xqg.evaluate.export import export_runs
 from xqg.evaluate.official import xor_file, xor_predictions
 from xqg.evaluate.stage import run_evaluate
@@ -20,9 +21,8 @@ from xqg.evaluate.tokenize import word_tokenize
 from xqg.ingest.stage import run_ingest
 from xqg.rundir import RunDir
 
-REPO = Path(__file__).resolve().parents[2]
-DEV = REPO / "data" / "demo" / "dev.jsonl"
-PASSAGES = REPO / "data" / "demo" / "passages.jsonl"
+DEV = DEMO / "dev.jsonl"
+PASSAGES = DEMO / "passages.jsonl"
 DEPTH = 100
 
 
@@ -93,8 +93,7 @@ def demo_like_run(tmp_path: Path):
     Gold passages sit at ranks spread over 1..120, so some are inside 2,000 tokens, some only inside 5,000 and
     some outside both or absent; the baseline has no ranking at all for a few questions.
     """
-    config = load_config(REPO / "configs" / "demo.yaml",
-                         [f"run_dir={tmp_path / 'run'}", "evaluate.permutations=200", "settings=[]", "tune.query_set="])
+    config = demo_config(tmp_path / "run", "evaluate.permutations=200", "settings=[]", "tune.query_set=")
     run_ingest(config)
     dev = [json.loads(line) for line in DEV.read_text(encoding="utf-8").splitlines()]
     passages = {p["docid"]: p["text"] for p in map(json.loads, PASSAGES.read_text(encoding="utf-8").splitlines())}

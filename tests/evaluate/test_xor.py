@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import REPO
 from xqg.evaluate.tokenize import sent_tokenize, word_tokenize
 from xqg.evaluate.xor import (
     TokenCache,
@@ -23,7 +24,6 @@ from xqg.evaluate.xor import (
     window_hit,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 FILLER = "qqqq"
 
 

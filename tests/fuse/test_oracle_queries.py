@@ -12,7 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from xqg.config import load_config
+from helpers.configs import demo_config
+from helpers.paths import DEMO
 from xqg.encode.stage import run_encode
 from xqg.evaluate.stage import run_evaluate
 from xqg.fuse import run_fuse
@@ -22,8 +23,6 @@ from xqg.layout import generated_dir, generated_unit
 from xqg.rundir import RunDir
 from xqg.search.stage import run_search
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "data" / "demo"
 N_PASSAGES = 160
 SHARDS = 1
 
@@ -45,8 +44,8 @@ def test_real_questions_as_generated_queries_raise_recall_and_mrr(tmp_path: Path
     by_doc = {q["docid"]: q for q in questions}
     passages = [p for p in _read("passages.jsonl") if p["docid"] in by_doc]
     assert len(passages) == N_PASSAGES
-    config = load_config(REPO / "configs" / "demo.yaml", [
-        f"run_dir={tmp_path / 'run'}", f"corpus.path={_write(tmp_path / 'passages.jsonl', passages)}",
+    config = demo_config(tmp_path / "run", *[
+        f"corpus.path={_write(tmp_path / 'passages.jsonl', passages)}",
         f"corpus.num_shards={SHARDS}", f"queries=[{{name: dev, path: '{_write(tmp_path / 'q.jsonl', questions)}'}}]",
         "settings=[]", f"encode.model={tiny_bert_dir}", "fuse.alpha=0.1", "evaluate.permutations=200",
         "tune.query_set=",  # no held-out set here: no tune stage

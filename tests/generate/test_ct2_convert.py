@@ -64,7 +64,8 @@ def test_ct2_prepare_converts_into_a_local_run_once(tiny_mt5_dir, tmp_path, capl
     assert CT2Backend.localize_kwargs(first, run) == first  # a local run's folder is already on every node
 
 
-def test_ct2_prepare_publishes_for_a_non_local_run_and_the_actor_gets_a_local_copy(tiny_mt5_dir, caplog):
+def test_ct2_prepare_publishes_for_a_non_local_run_and_the_actor_gets_a_local_copy(tiny_mt5_dir, caplog, ray_local):
+    # ray_local: the actor records the Ray node it runs on, which would start a Ray of its own otherwise
     run = RunDir(f"memory://xqg-ct2-{uuid.uuid4().hex}")
     gen = GenerateConfig(backend="ctranslate2", compute_type="float32")
     with caplog.at_level(logging.INFO, logger="xqg.generate.convert"):

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from processes import kill_job, start_job_on, wait_for, wait_until_cluster_idle
-
 from xqg.config import load_config
 from xqg.generate.stage import run_generate
 from xqg.rundir import RunDir
 
-REPO = Path(__file__).resolve().parents[2]
 LANGS = ["ar", "bn"]
 SHARDS = 3
 

@@ -17,34 +17,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
-from xqg.config import load_config
+from helpers.configs import ingest_config
+from helpers.paths import DEMO
 from xqg.ingest import stage as ingest_stage
 from xqg.ingest.corpus import read_passages
 from xqg.ingest.formats.dpr_tsv import REPEATED_HEADER
 from xqg.ingest.stage import run_ingest
 from xqg.rundir import RunDir
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "data" / "demo"
-
-
-def _config(tmp_path: Path, corpus: Path | None, fmt: str = "auto", queries: list[dict] | None = None, num_shards: int = 2):
-    tree = {
-        "run_dir": str(tmp_path / "run"),
-        "corpus": {"path": str(corpus) if corpus else None, "num_shards": num_shards, "format": fmt},
-        "queries": queries or [],
-    }
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
-    return load_config(path)
-
 
 def _ingest(tmp_path: Path, corpus: Path | None, fmt: str = "auto", queries: list[dict] | None = None):
     """run_ingest; (summary, run, reject reasons counted)."""
-    config = _config(tmp_path, corpus, fmt, queries)
+    config = ingest_config(tmp_path, corpus, 2, fmt, queries)
     summary = run_ingest(config)
     run = RunDir(config.run_dir)
     return summary, run, Counter(run.read_rejects("ingest")["reason"].to_pylist())
@@ -52,7 +37,7 @@ def _ingest(tmp_path: Path, corpus: Path | None, fmt: str = "auto", queries: lis
 
 def _refused(tmp_path: Path, corpus: Path, fmt: str = "auto", match: str | None = None) -> str:
     """run_ingest must raise one ValueError naming the file; nothing may be marked complete."""
-    config = _config(tmp_path, corpus, fmt)
+    config = ingest_config(tmp_path, corpus, 2, fmt)
     with pytest.raises(ValueError, match=match) as info:
         run_ingest(config)
     message = str(info.value)
@@ -236,7 +221,7 @@ def test_a_corpus_that_starts_with_nothing_but_rejects_stops_early(tmp_path: Pat
 def test_a_complete_corpus_replaced_by_an_empty_file_is_unmarked(tmp_path: Path) -> None:
     path = tmp_path / "corpus.jsonl"
     path.write_bytes(_jsonl(_good(6)))
-    config = _config(tmp_path, path)
+    config = ingest_config(tmp_path, path, 2)
     assert run_ingest(config).rows_out == 6
     assert "corpus" in RunDir(config.run_dir).done_units("ingest")
     path.write_bytes(b"")

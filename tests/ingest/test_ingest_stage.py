@@ -13,21 +13,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
+from helpers.configs import demo_config, ingest_config
+from helpers.paths import DEMO, DEMO_CONFIG, REPO
 from xqg.config import load_config
 from xqg.ingest.stage import run_ingest
 from xqg.rundir import RunDir, shard_name
-
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "data" / "demo"
-
-
-def _config(tmp_path: Path, corpus: str | None, num_shards: int = 4, queries: list[dict] | None = None, run: str | None = None):
-    tree = {"run_dir": run or str(tmp_path / "run"), "corpus": {"path": corpus, "num_shards": num_shards}, "queries": queries or []}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
-    return load_config(path)
 
 
 def _tree_state(root: Path) -> dict[str, int]:
@@ -46,7 +37,7 @@ def _messy_corpus(tmp_path: Path) -> Path:
 
 
 def test_sharded_output_markers_and_counts_add_up(tmp_path: Path) -> None:
-    config = _config(tmp_path, str(_messy_corpus(tmp_path)), num_shards=4)
+    config = ingest_config(tmp_path, str(_messy_corpus(tmp_path)), 4)
     summary = run_ingest(config)
     assert (summary.rows_in, summary.rows_out, summary.rejected) == (37, 30, 7) and summary.balanced
     run = RunDir(config.run_dir)
@@ -71,7 +62,7 @@ def test_sharded_output_markers_and_counts_add_up(tmp_path: Path) -> None:
 
 
 def test_every_docid_lands_in_exactly_one_shard(tmp_path: Path) -> None:
-    config = _config(tmp_path, str(DEMO / "passages.jsonl"), num_shards=5)
+    config = ingest_config(tmp_path, str(DEMO / "passages.jsonl"), 5)
     run_ingest(config)
     run = RunDir(config.run_dir)
     seen: dict[str, int] = {}
@@ -87,7 +78,7 @@ def test_every_docid_lands_in_exactly_one_shard(tmp_path: Path) -> None:
 
 def test_rerun_of_complete_ingest_is_a_noop(tmp_path: Path) -> None:
     queries = [{"name": "dev", "path": str(DEMO / "dev.jsonl"), "format": "xor_tydi"}]
-    config = _config(tmp_path, str(DEMO / "passages.jsonl"), queries=queries)
+    config = ingest_config(tmp_path, str(DEMO / "passages.jsonl"), 4, queries=queries)
     first = run_ingest(config)
     n_passages, n_dev = (sum(1 for _ in (DEMO / f).open(encoding="utf-8")) for f in ("passages.jsonl", "dev.jsonl"))
     assert first.units_done == 6 and first.rows_out == n_passages + n_dev  # 4 shards, the corpus pass, 1 query set
@@ -100,7 +91,7 @@ def test_rerun_of_complete_ingest_is_a_noop(tmp_path: Path) -> None:
 
 def test_interrupted_corpus_is_redone_and_complete_query_sets_kept(tmp_path: Path) -> None:
     queries = [{"name": "dev", "path": str(DEMO / "dev.jsonl")}]
-    config = _config(tmp_path, str(_messy_corpus(tmp_path)), queries=queries)
+    config = ingest_config(tmp_path, str(_messy_corpus(tmp_path)), 4, queries=queries)
     run_ingest(config)
     root = Path(config.run_dir)
     query_marker = root / "_done/ingest/queries=dev.json"
@@ -120,14 +111,14 @@ def test_interrupted_corpus_is_redone_and_complete_query_sets_kept(tmp_path: Pat
 
 
 def test_other_shard_count_on_an_ingested_run_is_an_error(tmp_path: Path) -> None:
-    run_ingest(_config(tmp_path, str(DEMO / "passages.jsonl"), num_shards=2))
+    run_ingest(ingest_config(tmp_path, str(DEMO / "passages.jsonl"), 2))
     with pytest.raises(ValueError, match="2 shards"):
-        run_ingest(_config(tmp_path, str(DEMO / "passages.jsonl"), num_shards=3))
+        run_ingest(ingest_config(tmp_path, str(DEMO / "passages.jsonl"), 3))
 
 
 def test_uri_corpus_and_run_dir(tmp_path: Path) -> None:
     corpus = _messy_corpus(tmp_path)
-    config = _config(tmp_path, corpus.as_uri(), run=(tmp_path / "urirun").as_uri())
+    config = ingest_config(tmp_path, corpus.as_uri(), 4, run_dir=(tmp_path / "urirun").as_uri())
     summary = run_ingest(config)
     assert summary.rows_out == 30 and summary.balanced
     assert len(list((tmp_path / "urirun" / "corpus").glob("shard=*/part-00000.parquet"))) == 4
@@ -142,7 +133,7 @@ def test_real_xor_tydi_and_xquad_ingest_counts_add_up(tmp_path: Path, shared_dat
         {"name": "xor-train", "path": str(xor_train)},
         {"name": "xquad", "path": str(xquad_dir), "format": "xquad", "languages": ["ar", "ru", "de", "zh", "hi"]},
     ]
-    config = _config(tmp_path, str(xquad_dir), num_shards=3, queries=queries)
+    config = ingest_config(tmp_path, str(xquad_dir), 3, queries=queries)
     summary = run_ingest(config)
     assert summary.balanced and summary.rejected == 0
     run = RunDir(config.run_dir)
@@ -160,14 +151,13 @@ def test_real_xor_tydi_and_xquad_ingest_counts_add_up(tmp_path: Path, shared_dat
 
 
 def test_job_script_writes_sharded_parquet(tmp_path: Path) -> None:
-    config_path = REPO / "configs" / "demo.yaml"
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "jobs/ingest.py", "--config", str(config_path), "--set", f"run_dir={run_dir}"]
+    cmd = [sys.executable, "jobs/ingest.py", "--config", str(DEMO_CONFIG), "--set", f"run_dir={run_dir}"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "ingest summary" in done.stdout and re.search(r"rows in = out \+ rejected +ok", done.stdout)
-    config = load_config(config_path, [f"run_dir={run_dir}"])
+    config = demo_config(run_dir)
     shards = sorted(run_dir.glob("corpus/shard=*/part-00000.parquet"))
     assert len(shards) == config.corpus.num_shards
     # Every passage of the demo file, each in the shard its docid hashes to, none twice; every dev question too.

@@ -8,11 +8,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer, MT5ForConditionalGeneration
 
+from helpers.paths import DEMO, REPO
 from xqg.config import ScratchModel
 from xqg.models.resolve import resolve_model, scratch_dir
 from xqg.rundir import RunDir
-
-DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 
 def test_tiny_mt5_round_trip_and_generates(tiny_mt5_dir: str) -> None:
@@ -106,11 +105,10 @@ def test_scratch_vocabularies_and_weights_are_the_same_in_every_process(tmp_path
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[2]
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", BUILD_TWICE, str(DEMO), str(tmp_path / str(seed))],
-            env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": str(repo)},
+            env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": str(REPO)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for seed in (1, 2)

@@ -314,6 +314,26 @@ def test_default_training_batch_has_tevatron_passages_without_token_types(
     assert pair_task.meta["passage_format"] == "title_text_pair"
 
 
+def test_the_task_built_from_the_default_config_asks_the_loss_to_gather_negatives(
+    tiny_bert_dir: str, demo_train_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's task hands the loss gather=True, so negatives cannot silently stay per worker (the gathered
+    loss on two gloo processes: tests/train/test_loss.py; the whole training: the slow test below)."""
+    from xqg.train import loss
+
+    asked: list[object] = []
+    real = loss.batch_loss
+
+    def recording(*args: object, **kwargs: object) -> object:
+        asked.append(kwargs.get("gather"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loss, "batch_loss", recording)
+    _, task = default_task(tiny_bert_dir, demo_train_file, tmp_path / "run", 4)
+    task.compute_loss(task.build_model(None), task.make_batch(np.arange(4), epoch=0), torch.device("cpu"))
+    assert asked == [True]
+
+
 GLOBAL_BATCH = 7  # split 4 + 3 over two workers (np.array_split), uneven on purpose
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.paths import REPO
 from xqg.config import load_config
 from xqg.rundir import RunDir, shard_name
 from xqg.train.qg import causal_batch
 
-REPO = Path(__file__).resolve().parents[2]
 N, LANGS, PASSAGES = 3, ("ja", "fi"), 6
 
 

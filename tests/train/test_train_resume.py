@@ -17,8 +17,6 @@ from xqg.train.checkpoints import (
 from xqg.train.metrics import MetricsLog
 from xqg.train.order import epoch_order, local_indices, lr_factor, steps_per_epoch
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 # ---- data position and schedule -------------------------------------------------------------------------
 
