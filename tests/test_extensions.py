@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import REPO
 from xqg.config import ConfigError, load_config
 from xqg.registry import Registry, import_package
 
-REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "add-a-backend.md"
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import REPO
 from xqg.stages import Stage, discover, get_stage, stage_names, stages
 
-REPO = Path(__file__).resolve().parent.parent
 ORDER = ("ingest", "train_qg", "generate", "train_dr", "encode", "tune", "fuse", "index", "search", "evaluate")
 
 
