@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from xqg.evaluate.report import format_lead_table, format_table, make_results, write_report
+from xqg.evaluate.report import format_lead_table, format_table, make_results, p_text, write_report
 from xqg.evaluate.xor import XorResult
 
 LANGS = ("ar", "bn", "fi", "ja", "ko", "ru", "te")
@@ -106,8 +106,13 @@ def test_the_report_leads_with_every_setting_and_its_p_values(results, tmp_path)
     assert [(r[0], r[1]) for r in rows] == [("supervised", "baseline"), ("supervised", "+xQG"),
                                             ("zero-shot", "baseline"), ("zero-shot", "+xQG tuned (norm, alpha 0.1)")]
     test = results["significance"]["+xQG"]["R@2kt"]["avg"]
-    assert rows[1][2] == f"{results['runs']['+xQG'].scores(2)['avg']:.1f}" and rows[1][5] == f"{test.perm_p:.3f}"
+    assert rows[1][2] == f"{results['runs']['+xQG'].scores(2)['avg']:.1f}" and rows[1][5] == p_text(test.perm_p)
     assert rows[0][5:] == ["", ""] and rows[0][4] == "" and rows[2][4] == "0.250" and rows[3][4] == "0.500"
     md = write_report(str(tmp_path), "r", results, {}, lead=lead)["md"]
     text = open(md).read()
     assert text.index(lead) < text.index("| Lang")  # the answer first, the per-language tables after
+
+
+def test_a_p_value_that_rounds_to_zero_is_written_as_below_a_thousandth() -> None:
+    assert p_text(0.0) == p_text(0.0004) == "< 0.001"
+    assert p_text(0.0005) == "0.001" and p_text(0.0451) == "0.045" and p_text(1.0) == "1.000"

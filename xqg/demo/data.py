@@ -20,7 +20,7 @@ DEV_LANGS: tuple[str, ...] = ("ar", "bn", "fi", "ja", "ko", "ru", "te")
 TRAIN_LANGS: tuple[str, ...] = ("en", *DEV_LANGS)
 DEV_PER_LANG = 40
 HELDOUT_PER_LANG = 40  # a second question set on other passages, to tune alpha on (never dev)
-N_TRAIN_PASSAGES = 500  # passages with training questions (disjoint from dev and held-out passages)
+N_TRAIN_PASSAGES = 250  # passages with training questions (disjoint from dev and held-out passages)
 MAX_VARIANTS = 3  # near-duplicates per passage family
 N_PASSAGES = 2000
 N_HARD_NEGATIVES = 4
@@ -317,6 +317,8 @@ class EntityType:
     sentences: tuple[tuple[str, ...], ...]
     # Question key (see QUESTIONS) -> fact holding the answer string.
     answers: dict[str, str]
+    # How the context sentences name the entity mid-sentence (e.g. ``the {name} Library``).
+    subject: str = "{name}"
 
 
 ENTITY_TYPES: tuple[EntityType, ...] = (
@@ -345,6 +347,7 @@ ENTITY_TYPES: tuple[EntityType, ...] = (
     EntityType(
         name="river",
         title="{name} (river)",
+        subject="the {name} river",
         make_facts=_river_facts,
         sentences=(
             ("The {name} is a river in {region}, {length} kilometres long.",
@@ -383,6 +386,7 @@ ENTITY_TYPES: tuple[EntityType, ...] = (
     EntityType(
         name="ship",
         title="{name} (ship)",
+        subject="the {name}",
         make_facts=_ship_facts,
         sentences=(
             ("The {name} was a {kind} launched in {launched} at the shipyard in {shipyard}.",
@@ -402,6 +406,7 @@ ENTITY_TYPES: tuple[EntityType, ...] = (
     EntityType(
         name="festival",
         title="{name} Festival",
+        subject="the {name} Festival",
         make_facts=_festival_facts,
         sentences=(
             ("The {name} Festival is an annual celebration held each {month} in the town of {town}.",
@@ -421,6 +426,7 @@ ENTITY_TYPES: tuple[EntityType, ...] = (
     EntityType(
         name="invention",
         title="{name} ({kind})",
+        subject="the {name} {kind}",
         make_facts=_invention_facts,
         sentences=(
             ("The {name} is a {kind} designed for {purpose}.",
@@ -440,6 +446,7 @@ ENTITY_TYPES: tuple[EntityType, ...] = (
     EntityType(
         name="mountain",
         title="Mount {name}",
+        subject="Mount {name}",
         make_facts=_mountain_facts,
         sentences=(
             ("Mount {name} is a peak in the {range} Mountains, {height} metres above sea level.",
@@ -459,6 +466,7 @@ ENTITY_TYPES: tuple[EntityType, ...] = (
     EntityType(
         name="library",
         title="{name} Library",
+        subject="the {name} Library",
         make_facts=_library_facts,
         sentences=(
             ("The {name} Library is a public library in the town of {town}.",
@@ -476,6 +484,30 @@ ENTITY_TYPES: tuple[EntityType, ...] = (
                  "library.founder": "founder", "library.volumes": "volumes"},
     ),
 )
+
+# Sentences every passage ends with, about how the entity is remembered: they bring a passage to the length of
+# DPR's 100-word Wikipedia passages (XOR-TyDi's corpus), so that R@2kt's 2,000 tokens hold about 20 passages, as on
+# the benchmark, not 35. Only names fill them (never numbers, which could collide with another passage's answer)
+# and nothing in them is asked.
+CONTEXT_SENTENCES: tuple[tuple[str, ...], ...] = (
+    ("A short history of {subject}, written by {historian}, was printed by a small press in {press_town}.",
+     "The historian {historian} wrote the first full account of {subject}, printed in {press_town}."),
+    ("The painter {painter} made a series of engravings of {subject}, now in the gallery of {gallery_town}.",
+     "A series of engravings of {subject} by {painter} hangs in the gallery of {gallery_town}."),
+    ("Letters and maps that mention {subject} are kept in the regional archive at {archive_town}.",
+     "The regional archive at {archive_town} keeps old letters and maps that mention {subject}."),
+)
+
+
+def _context_facts(rng: random.Random, names: NameBank) -> Facts:
+    return {
+        "historian": names.person(_gender(rng)),
+        "press_town": names.place(),
+        "painter": names.person(_gender(rng)),
+        "gallery_town": names.place(),
+        "archive_town": names.place(),
+    }
+
 
 # --------------------------------------------------------------------------------------
 # Question templates: question key -> language -> template. A template is a string, or a
@@ -856,15 +888,17 @@ def _make_passage(
     landmark, field, ...), so the two differ only in names and numbers: the retriever must match the name.
     """
     while True:
-        facts = etype.make_facts(rng, names)
+        facts = etype.make_facts(rng, names) | _context_facts(rng, names)
         if like is not None:
             facts.update({k: v for k, v in like.facts.items() if not (_is_number(v) or names.is_name(v))})
         # Redrawing all facts keeps the builders trivial; rejected names simply stay
         # reserved in the bank, which only costs a few unused names.
         if not _ambiguous_numbers(etype, facts):
             break
-    choices = like.choices if like is not None else tuple(rng.randrange(len(group)) for group in etype.sentences)
-    text = " ".join(group[c].format(**facts) for group, c in zip(etype.sentences, choices))
+    facts["subject"] = etype.subject.format(**facts)
+    groups = etype.sentences + CONTEXT_SENTENCES
+    choices = like.choices if like is not None else tuple(rng.randrange(len(group)) for group in groups)
+    text = " ".join(group[c].format(**facts) for group, c in zip(groups, choices))
     passage = Passage(docid=docid, etype=etype, title=etype.title.format(**facts), text=text, facts=facts,
                       choices=choices)
     for key in etype.answers:
@@ -993,8 +1027,9 @@ inventions, mountains and libraries with invented names, generated by code in th
 `python -m xqg.demo.data --out data/demo` (seed {seed}, {n_passages} passages). Do not edit by hand;
 `tests/demo/test_demo_data.py` checks that these files equal a fresh generation.
 
-- `passages.jsonl`: corpus, {n_passages} English passages `{{"docid", "title", "text"}}`, in families of one passage
-  and up to {max_variants} near-duplicates that keep its sentences and differ only in names and numbers.
+- `passages.jsonl`: corpus, {n_passages} English passages `{{"docid", "title", "text"}}` of about 100 words (as DPR's
+  Wikipedia passages), in families of one passage and up to {max_variants} near-duplicates that keep its sentences
+  and differ only in names and numbers.
 - `dev.jsonl`: {n_dev} questions in XOR-TyDi retrieve format `{{"id", "question", "answers", "lang", "docid"}}`
   ({dev_langs}; `docid` is the gold passage). Answers are English strings found verbatim in the passage.
 - `heldout.jsonl`: {n_heldout} more questions of the same form on other passages, for tuning (e.g. alpha), never dev.

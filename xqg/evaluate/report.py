@@ -97,6 +97,11 @@ def format_table(results: ReportResults) -> str:
     return _pipe_table(header, rows)
 
 
+def p_text(p: float) -> str:
+    """A p-value to three decimals; one that rounds to 0.000 is written < 0.001 (10,000 sign flips are no proof of 0)."""
+    return "< 0.001" if p < 0.0005 else f"{p:.3f}"
+
+
 def format_lead_table(
     settings: Mapping[str, ReportResults], labels: Mapping[str, Mapping[str, str]] | None = None
 ) -> str:
@@ -112,7 +117,7 @@ def format_lead_table(
             rows.append([
                 setting, (labels or {}).get(setting, {}).get(run, run),
                 *(f"{result.scores(k)['avg']:.1f}" if k in result.ks else "" for k in (2, 5)),
-                "" if mrr is None else f"{mrr:.3f}", *("" if t is None else f"{t.perm_p:.3f}" for t in ps),
+                "" if mrr is None else f"{mrr:.3f}", *("" if t is None else p_text(t.perm_p) for t in ps),
             ])
     return _pipe_table(header, rows)
 
