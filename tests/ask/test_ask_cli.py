@@ -35,8 +35,12 @@ def test_a_generated_query_finds_its_passage_near_the_top_and_says_why(ask_run, 
     code, out = ask("--config", str(config_file), "--json", "--top", "5", "--file", str(qfile))
     assert code == 0
     got = answers(out)
+    # every generated query of the passage, nearest first: the default shows the first 3 of them
+    code, out = ask("--config", str(config_file), "--json", "--top", "5", "--why", "4", "--file", str(qfile))
+    assert code == 0
+    every = answers(out)
     assert [a["question"] for a in got] == [q["question"] for q in questions], "one answer per line, in order"
-    for q, a in zip(questions, got):
+    for q, a, e in zip(questions, got, every):
         assert a["index"] == "xqg", "the fused set is the default index once built"
         assert len(a["hits"]) == 5 and [h["rank"] for h in a["hits"]] == [1, 2, 3, 4, 5]
         scores = [h["score"] for h in a["hits"]]
@@ -46,11 +50,15 @@ def test_a_generated_query_finds_its_passage_near_the_top_and_says_why(ask_run, 
         row = next(r for r in ask_run["rows"] if r["docid"] == q["docid"])
         assert gold["title"] == row["title"] and row["text"].startswith(gold["passage"].rstrip("…"))
         why = gold["why"]
-        assert q["question"] in [w["query"] for w in why], "the generated query that is the question is shown"
+        why_all = next(h for h in e["hits"] if h["docid"] == q["docid"])["why"]
+        assert [w["score"] for w in why_all] == sorted((w["score"] for w in why_all), reverse=True)
+        assert why == why_all[:3], "the nearest generated queries are shown, nearest first"
+        assert q["question"] in [w["query"] for w in why_all], "the generated query that is the question is there"
         if q["lang"] in ("ar", "ja"):  # the script names the language: only its queries are shown
             assert a["lang"] == q["lang"] and {w["lang"] for w in why} == {q["lang"]}
-        else:  # Latin script names none: every language's queries compete
-            assert a["lang"] is None and len(why) == 3
+            assert q["question"] in [w["query"] for w in why], "the generated query that is the question is shown"
+        else:  # Latin script names none: every language's queries compete (the question and 3 fillers)
+            assert a["lang"] is None and len(why) == 3 and len(why_all) == 4
 
 
 def test_fusion_is_what_finds_them_the_baseline_does_not(ask_run, config_file):
