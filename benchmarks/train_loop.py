@@ -15,7 +15,10 @@ Parts:
   checkpoint; the loss and the learning rate of every step after it are compared to the uninterrupted training's
   (exact: ==). Checkpoint cost is the save (TrainLoop.checkpoint: save to a temporary folder, then Ray's upload,
   here a local copy into the experiment folder as Ray Train makes it for local storage; Trainer._save_checkpoint),
-  resume cost the time from the loop's start to its first step minus the same for a fresh start.
+  resume cost the time from the loop's start to its first step minus the same for a fresh start;
+- eval: the eval loss of one model at two eval batch sizes, xqg's evaluate() and Trainer.evaluate();
+- best after restart: whether Trainer keeps its best-by-eval checkpoint when resumed from a checkpoint in another
+  folder, as a restarted Ray Train worker is (xqg's best lives in the checkpoint's state.json: tests/train).
 
   python benchmarks/train_loop.py --out /tmp/xqg-train-loop            # prints a Markdown table + JSON
   python benchmarks/train_loop.py --steps 2 --warmup 1 --repeats 1 --resume-steps 7  # a quick check that every part runs
@@ -352,6 +355,54 @@ def eval_loss(out: Path, targs: dict[str, Any], batches: tuple[int, ...] = (3, 8
     return rows
 
 
+def best_after_restart(out: Path, targs: dict[str, Any], batch: int) -> dict[str, Any]:
+    """Trainer's best-by-eval checkpoint across a restart on a fresh worker: a 10-step training evaluated and saved
+    every 2 steps, then the same training resumed from its step-6 checkpoint in another folder (as a restarted Ray
+    Train worker gets it from get_checkpoint().as_directory()) with the first folder gone. greater_is_better on a
+    falling eval loss makes the first evaluation the best, so the best is not the last checkpoint."""
+    import numpy as np
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    task = make_task({**targs, "eval_uri": targs["data_uri"]})
+    task.eval_table = task.eval_table.slice(0, 16)
+
+    class Indices(torch.utils.data.Dataset):
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __getitem__(self, i: int) -> int:
+            return i
+
+    def trainer(folder: Path) -> Any:
+        args = TrainingArguments(
+            output_dir=str(folder), per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
+            learning_rate=LR, max_steps=10, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+            metric_for_best_model="eval_loss", greater_is_better=True, load_best_model_at_end=True, use_cpu=True,
+            report_to="none", remove_unused_columns=False, disable_tqdm=True, seed=SEED, logging_steps=10**9,
+        )
+        torch.manual_seed(SEED)
+        return Trainer(model=task.build_model(None), args=args, train_dataset=Indices(task.num_examples()),
+                       eval_dataset=Indices(16), data_collator=lambda idx: task.make_batch(np.asarray(idx), 0))
+
+    whole = trainer(out / "best-whole")
+    whole.train()
+    weights = {k: v.clone() for k, v in whole.model.state_dict().items()}
+    download = out / "best-download" / "checkpoint"
+    shutil.copytree(out / "best-whole" / "checkpoint-6", download)
+    shutil.move(out / "best-whole", out / "best-whole-moved")
+    again = trainer(out / "best-restarted")
+    again.train(resume_from_checkpoint=str(download))
+    return {
+        "uninterrupted_best": whole.state.best_model_checkpoint, "restarted_best": again.state.best_model_checkpoint,
+        "restarted_best_metric_kept": again.state.best_metric == whole.state.best_metric,
+        "restarted_final_is_best_model": all(torch.equal(weights[k], v) for k, v in again.model.state_dict().items()),
+    }
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = ["| loop | ms/step (median) | fastest round | steps/s | overhead over bare (ms/step) |",
              "|---|---:|---:|---:|---:|"]
@@ -365,6 +416,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{r['steps_after']} | {r['loss_equal']} | {r['lr_equal']} | {r['max_abs_loss_diff']:.2e} |")
     lines += ["", "| eval batch | xqg evaluate() | Trainer eval_loss |", "|---:|---:|---:|"]
     lines += [f"| {r['eval_batch']} | {r['xqg']:.6f} | {r['trainer']:.6f} |" for r in result["eval"]]
+    lines += ["", f"Trainer's best checkpoint after a restart on a fresh worker: {result['trainer_best_after_restart']}"]
     return "\n".join(lines)
 
 
@@ -400,6 +452,7 @@ def main() -> None:
         "speed": speed(out, targs, a.batch, a.warmup, a.steps, a.repeats),
         "resume": resume(out, targs, a.batch, a.resume_steps),
         "eval": eval_loss(out, targs),
+        "trainer_best_after_restart": best_after_restart(out, targs, a.batch),
     }
     result.update({
         "seconds": time.perf_counter() - t, "load_average_before": load_before, "load_average_after": os.getloadavg(),
