@@ -434,7 +434,10 @@ def main() -> None:
     a = p.parse_args()
     if a.resume_steps <= RESUME_AT:
         p.error(f"--resume-steps must be more than {RESUME_AT}")
-    import accelerate  # noqa: F401  (Trainer's requirement: fail before any work)
+    try:
+        import accelerate  # Trainer's requirement: fail before any work
+    except ImportError:
+        sys.exit("benchmarks/train_loop.py needs accelerate for transformers' Trainer: pip install accelerate")
     import ray
     import torch
     import transformers
