@@ -89,6 +89,7 @@ def task_args(data: Path, model: Path) -> dict[str, Any]:
 
 
 def make_task(args: dict[str, Any]) -> Any:
+    """The generator training's task (xqg.train.qg.QGTask) on the benchmark's pairs and model."""
     from xqg.train.qg import QGTask
 
     return QGTask(**args)
@@ -206,23 +207,28 @@ def make_task_from(args: dict[str, Any]) -> Any:
 # ---- Hugging Face's Trainer ----------------------------------------------------------------------------------------
 
 
+class Indices:
+    """Trainer's map-style dataset: example i is its index (the collator tokenizes a batch of them, as make_batch)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
 def hf_run(root: Path, targs: dict[str, Any], batch: int, total: int, save_every: int | None,
            resume_from: str | None = None) -> dict[str, Any]:
     """A Trainer training of `total` steps on the same task: as xqg_run's record."""
     import numpy as np
-    import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     task = make_task(targs)
     rec: dict[str, Any] = {"ends": [], "losses": [], "lrs": [], "steps": [], "saves": []}
     t0 = time.perf_counter()
-
-    class Indices(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return task.num_examples()
-
-        def __getitem__(self, i: int) -> int:
-            return i
 
     class Record(TrainerCallback):
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -254,7 +260,7 @@ def hf_run(root: Path, targs: dict[str, Any], batch: int, total: int, save_every
         disable_tqdm=True, remove_unused_columns=False, eval_strategy="no",
     )
     model = task.build_model(None)
-    trainer = Timed(model=model, args=args, train_dataset=Indices(), callbacks=[Record()],
+    trainer = Timed(model=model, args=args, train_dataset=Indices(task.num_examples()), callbacks=[Record()],
                     data_collator=lambda idx: task.make_batch(np.asarray(idx), 0))
     trainer.train(resume_from_checkpoint=resume_from)
     return rec
@@ -264,6 +270,7 @@ def hf_run(root: Path, targs: dict[str, Any], batch: int, total: int, save_every
 
 
 def folder_mb(path: Path) -> float:
+    """Megabytes of the files under a folder."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
@@ -302,6 +309,7 @@ def speed(out: Path, targs: dict[str, Any], batch: int, warmup: int, steps: int,
 
 
 def resume(out: Path, targs: dict[str, Any], batch: int, total: int) -> list[dict[str, Any]]:
+    """Each loop: a training checkpointed every RESUME_AT steps, then one resumed at RESUME_AT; costs and equality."""
     rows = []
     whole = xqg_run(out / "xqg-whole", targs, batch, total, checkpoint_every=RESUME_AT)
     cut = out / "xqg-cut"
@@ -338,20 +346,13 @@ def eval_loss(out: Path, targs: dict[str, Any], batches: tuple[int, ...] = (3, 8
     n = 24
     task.eval_table = task.eval_table.slice(0, n)
 
-    class Pairs(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return n
-
-        def __getitem__(self, i: int) -> int:
-            return i
-
     rows = []
     for b in batches:
         mine = evaluate(task, model, torch.device("cpu"), None, 0, 1, b)
         args = TrainingArguments(output_dir=str(out / f"eval-hf-{b}"), per_device_eval_batch_size=b, use_cpu=True,
                                  report_to="none", remove_unused_columns=False, disable_tqdm=True)
         hf = Trainer(model=model, args=args, data_collator=lambda idx: task.make_eval_batch(np.asarray(idx)))
-        rows.append({"eval_batch": b, "xqg": mine, "trainer": hf.evaluate(Pairs())["eval_loss"]})
+        rows.append({"eval_batch": b, "xqg": mine, "trainer": hf.evaluate(Indices(n))["eval_loss"]})
     return rows
 
 
@@ -366,16 +367,6 @@ def best_after_restart(out: Path, targs: dict[str, Any], batch: int) -> dict[str
 
     task = make_task({**targs, "eval_uri": targs["data_uri"]})
     task.eval_table = task.eval_table.slice(0, 16)
-
-    class Indices(torch.utils.data.Dataset):
-        def __init__(self, n: int) -> None:
-            self.n = n
-
-        def __len__(self) -> int:
-            return self.n
-
-        def __getitem__(self, i: int) -> int:
-            return i
 
     def trainer(folder: Path) -> Any:
         args = TrainingArguments(
@@ -404,6 +395,7 @@ def best_after_restart(out: Path, targs: dict[str, Any], batch: int) -> dict[str
 
 
 def markdown(result: dict[str, Any]) -> str:
+    """The results as Markdown tables."""
     lines = ["| loop | ms/step (median) | fastest round | steps/s | overhead over bare (ms/step) |",
              "|---|---:|---:|---:|---:|"]
     for r in result["speed"]:
@@ -421,6 +413,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    """Build the model and the pairs, run every part, write train_loop.json and train_loop.md to --out."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="/tmp/xqg-train-loop", help="work folder (model, data, checkpoints, results)")
     p.add_argument("--pairs", type=int, default=256, help="training pairs of the demo's train_qg.json")
