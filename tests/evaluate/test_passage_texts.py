@@ -7,22 +7,26 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from xqg.config import load_config
+from helpers.configs import ingest_config
 from xqg.evaluate.stage import passage_texts, wanted_by_shard
 from xqg.ingest.stage import run_ingest
 from xqg.rundir import RunDir
 
 
+def ingested(folder: Path, n: int, num_shards: int) -> RunDir:
+    """A run with n passages d<i> (title T<i>, text "text of passage <i>") ingested into num_shards shards."""
+    rows = [{"docid": f"d{i}", "title": f"T{i}", "text": f"text of passage {i}"} for i in range(n)]
+    corpus = folder / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = ingest_config(folder, corpus, num_shards, fmt="jsonl")
+    assert run_ingest(config).ok
+    return RunDir(config.run_dir)
+
+
 def test_passage_texts_finds_every_wanted_passage_through_its_shard(tmp_path: Path) -> None:
     """Ingested into 7 shards, 300 passages; asking for 120 of them (and one unknown id) returns exactly those, and
     each shard is asked only for the docids that hash to it."""
-    rows = [{"docid": f"d{i}", "title": f"T{i}", "text": f"text of passage {i}"} for i in range(300)]
-    corpus = tmp_path / "c.jsonl"
-    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    config = load_config(None, [f"run_dir={tmp_path / 'run'}", f"corpus.path={corpus}", "corpus.format=jsonl",
-                                "corpus.num_shards=7", "languages=[ar]"])
-    assert run_ingest(config).ok
-    run = RunDir(config.run_dir)
+    run = ingested(tmp_path, 300, num_shards=7)
     wanted = pa.array([f"d{i}" for i in range(0, 300, 5)] + [f"d{i}" for i in range(1, 300, 5)] + ["missing"])
     texts = passage_texts(run, wanted, include_title=True)
     assert texts == {f"d{i}": f"T{i} text of passage {i}" for i in range(300) if i % 5 in (0, 1)}
@@ -34,13 +38,7 @@ def test_passage_texts_finds_every_wanted_passage_through_its_shard(tmp_path: Pa
 
 
 def test_with_ray_the_shards_are_read_by_tasks_and_the_driver_gets_only_wanted_passages(ray_local, tmp_path, monkeypatch):
-    rows = [{"docid": f"d{i}", "title": f"T{i}", "text": f"text of passage {i}"} for i in range(200)]
-    corpus = tmp_path / "c.jsonl"
-    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    config = load_config(None, [f"run_dir={tmp_path / 'run'}", f"corpus.path={corpus}", "corpus.format=jsonl",
-                                "corpus.num_shards=4", "languages=[ar]"])
-    assert run_ingest(config).ok
-    run = RunDir(config.run_dir)
+    run = ingested(tmp_path, 200, num_shards=4)
     driver_reads = []
     real = RunDir.read_dir
     # in this process only: Ray's workers import RunDir afresh, unpatched
